@@ -1,0 +1,190 @@
+/* SPDX-License-Identifier: MIT */
+/* The core's own control commands: status, modules, reload. */
+#include "config.h"
+#include "core-private.h"
+
+#include <unistd.h>
+
+static gboolean (*reload_func) (char **errors);
+static gint64 start_time;
+
+void
+pb_builtins_set_reload_func (gboolean (*reload) (char **errors))
+{
+  reload_func = reload;
+}
+
+void
+pb_builtins_set_start_time (gint64 real_time)
+{
+  start_time = real_time;
+}
+
+static char *
+format_uptime (gint64 seconds)
+{
+  if (seconds >= 86400)
+    return g_strdup_printf ("%" G_GINT64_FORMAT "d %02" G_GINT64_FORMAT "h %02" G_GINT64_FORMAT "m",
+                            seconds / 86400, seconds % 86400 / 3600, seconds % 3600 / 60);
+  if (seconds >= 3600)
+    return g_strdup_printf ("%" G_GINT64_FORMAT "h %02" G_GINT64_FORMAT "m", seconds / 3600, seconds % 3600 / 60);
+  if (seconds >= 60)
+    return g_strdup_printf ("%" G_GINT64_FORMAT "m %02" G_GINT64_FORMAT "s", seconds / 60, seconds % 60);
+  return g_strdup_printf ("%" G_GINT64_FORMAT "s", seconds);
+}
+
+static GVariant *
+modules_variant (PbGeneration *gen, GString *text)
+{
+  GVariantBuilder b;
+
+  g_variant_builder_init (&b, G_VARIANT_TYPE ("aa{sv}"));
+  for (guint i = 0; i < gen->modules->len; i++)
+    {
+      PbModule *m = g_ptr_array_index (gen->modules, i);
+      GVariantBuilder mb;
+      g_autofree char *abi = g_strdup_printf ("%u.%u", m->info->abi_major, m->info->abi_minor);
+
+      g_variant_builder_init (&mb, G_VARIANT_TYPE ("a{sv}"));
+      g_variant_builder_add (&mb, "{sv}", "name", g_variant_new_string (m->name));
+      g_variant_builder_add (&mb, "{sv}", "version", g_variant_new_string (m->info->version != NULL ? m->info->version : ""));
+      g_variant_builder_add (&mb, "{sv}", "summary", g_variant_new_string (m->info->summary != NULL ? m->info->summary : ""));
+      g_variant_builder_add (&mb, "{sv}", "abi", g_variant_new_string (abi));
+      g_variant_builder_add (&mb, "{sv}", "file", g_variant_new_string (m->file->path));
+      g_variant_builder_add (&mb, "{sv}", "config", g_variant_new_string (m->conf_file));
+      g_variant_builder_add (&b, "a{sv}", &mb);
+      if (text != NULL)
+        g_string_append_printf (text, "  %-16s %-10s ABI %-5s %s\n", m->name,
+                                m->info->version != NULL ? m->info->version : "", abi,
+                                m->info->summary != NULL ? m->info->summary : "");
+    }
+  return g_variant_builder_end (&b);
+}
+
+static GVariant *
+listeners_variant (PbGeneration *gen, GString *text)
+{
+  GVariantBuilder b;
+
+  g_variant_builder_init (&b, G_VARIANT_TYPE ("aa{sv}"));
+  for (guint i = 0; i < gen->listeners->len; i++)
+    {
+      PbListener *l = g_ptr_array_index (gen->listeners, i);
+      GVariantBuilder mb, eb;
+      g_autoptr (GString) where = g_string_new (NULL);
+
+      g_variant_builder_init (&eb, G_VARIANT_TYPE ("as"));
+      for (guint k = 0; k < l->sockets->len; k++)
+        {
+          PbBoundSocket *s = g_ptr_array_index (l->sockets, k);
+          g_variant_builder_add (&eb, "s", s->bound);
+          g_string_append_printf (where, "%s%s", k > 0 ? ", " : "", s->bound);
+        }
+      g_variant_builder_init (&mb, G_VARIANT_TYPE ("a{sv}"));
+      g_variant_builder_add (&mb, "{sv}", "name", g_variant_new_string (l->name));
+      g_variant_builder_add (&mb, "{sv}", "service", g_variant_new_string (l->service));
+      g_variant_builder_add (&mb, "{sv}", "module", g_variant_new_string (l->module->name));
+      g_variant_builder_add (&mb, "{sv}", "tls", g_variant_new_string (l->spec.tls == PB_TLS_IMPLICIT ? "implicit" : "none"));
+      g_variant_builder_add (&mb, "{sv}", "addresses", g_variant_builder_end (&eb));
+      g_variant_builder_add (&mb, "{sv}", "accepted", g_variant_new_uint64 (l->accepted));
+      g_variant_builder_add (&b, "a{sv}", &mb);
+      if (text != NULL)
+        g_string_append_printf (text, "  %-16s %-6s %-22s%s (%s; %" G_GUINT64_FORMAT " accepted)\n", l->name,
+                                l->service, where->str, l->spec.tls == PB_TLS_IMPLICIT ? " TLS" : "",
+                                l->module->name, l->accepted);
+    }
+  return g_variant_builder_end (&b);
+}
+
+static void
+cmd_status (PbControlRequest *req, gpointer user_data)
+{
+  PbGeneration *gen = pb_generation_get_current ();
+  g_autoptr (GString) text = g_string_new (NULL);
+  g_autoptr (GString) mods = g_string_new (NULL);
+  g_autoptr (GString) lis = g_string_new (NULL);
+  GVariantBuilder b;
+  gint64 uptime = (g_get_real_time () - start_time) / G_USEC_PER_SEC;
+  g_autofree char *up = format_uptime (uptime);
+  g_autofree char *abi = g_strdup_printf ("%u.%u", PB_ABI_MAJOR, PB_ABI_MINOR);
+  g_autofree char *tls = gen->tls != NULL ? pb_tls_creds_describe (gen->tls) : g_strdup ("none");
+  GVariant *modules = modules_variant (gen, mods);
+  GVariant *listeners = listeners_variant (gen, lis);
+
+  g_variant_builder_init (&b, G_VARIANT_TYPE ("a{sv}"));
+  g_variant_builder_add (&b, "{sv}", "version", g_variant_new_string (PACKAGE_VERSION));
+  g_variant_builder_add (&b, "{sv}", "abi", g_variant_new_string (abi));
+  g_variant_builder_add (&b, "{sv}", "pid", g_variant_new_int32 ((gint32) getpid ()));
+  g_variant_builder_add (&b, "{sv}", "uptime_seconds", g_variant_new_int64 (uptime));
+  g_variant_builder_add (&b, "{sv}", "hostname", g_variant_new_string (gen->core->hostname));
+  g_variant_builder_add (&b, "{sv}", "config_dir", g_variant_new_string (gen->conf_dir));
+  g_variant_builder_add (&b, "{sv}", "state_dir", g_variant_new_string (gen->state_dir));
+  g_variant_builder_add (&b, "{sv}", "generation", g_variant_new_uint32 (gen->serial));
+  g_variant_builder_add (&b, "{sv}", "sessions", g_variant_new_uint32 (pb_sessions_count ()));
+  g_variant_builder_add (&b, "{sv}", "tls_certificate", g_variant_new_string (tls));
+  g_variant_builder_add (&b, "{sv}", "storage",
+                         g_variant_new_string (gen->storage_module != NULL ? gen->storage.name : ""));
+  g_variant_builder_add (&b, "{sv}", "modules", modules);
+  g_variant_builder_add (&b, "{sv}", "listeners", listeners);
+
+  g_string_append_printf (text, "pillarboxd %s (plugin ABI %s), pid %d, up %s\n", PACKAGE_VERSION, abi,
+                          (int) getpid (), up);
+  g_string_append_printf (text, "host name:   %s\n", gen->core->hostname);
+  g_string_append_printf (text, "config:      %s (loaded %s, generation %u)\n", gen->conf_dir,
+                          "", gen->serial);
+  g_string_append_printf (text, "state:       %s\n", gen->state_dir);
+  g_string_append_printf (text, "sessions:    %u\n", pb_sessions_count ());
+  g_string_append_printf (text, "storage:     %s\n", gen->storage_module != NULL ? gen->storage.name : "none configured");
+  g_string_append_printf (text, "TLS:         %s\n", tls);
+  g_string_append_printf (text, "modules (%u):\n%s", gen->modules->len, gen->modules->len > 0 ? mods->str : "  none\n");
+  g_string_append_printf (text, "listeners (%u):\n%s", gen->listeners->len,
+                          gen->listeners->len > 0 ? lis->str : "  none\n");
+  pb_control_request_reply (req, g_variant_builder_end (&b), text->str);
+}
+
+static void
+cmd_modules (PbControlRequest *req, gpointer user_data)
+{
+  PbGeneration *gen = pb_generation_get_current ();
+  g_autoptr (GString) text = g_string_new (NULL);
+  GVariant *modules = modules_variant (gen, text);
+
+  if (gen->modules->len == 0)
+    g_string_append (text, "no modules are configured\n");
+  pb_control_request_reply (req, modules, text->str);
+}
+
+static void
+cmd_reload (PbControlRequest *req, gpointer user_data)
+{
+  g_autofree char *errors = NULL;
+
+  if (reload_func == NULL)
+    {
+      pb_control_request_fail (req, "reloading is not available");
+      return;
+    }
+  /* The reply goes out through the generation that was current when the
+   * request arrived; the request holds what it needs. */
+  if (reload_func (&errors))
+    pb_control_request_reply (req, NULL, "configuration reloaded");
+  else
+    pb_control_request_fail (req, "configuration not reloaded, the running one is kept: %s",
+                             errors != NULL ? errors : "unknown error");
+}
+
+void
+pb_builtins_register (PbGeneration *gen)
+{
+  static const PbControlCommandSpec builtins[] = {
+    { sizeof (PbControlCommandSpec), "status", "Show version, uptime, modules and listeners", "status",
+      cmd_status, NULL, FALSE },
+    { sizeof (PbControlCommandSpec), "modules", "List loaded modules with their versions", "modules",
+      cmd_modules, NULL, FALSE },
+    { sizeof (PbControlCommandSpec), "reload", "Re-read the configuration (like SIGHUP)", "reload",
+      cmd_reload, NULL, FALSE },
+  };
+
+  for (guint i = 0; i < G_N_ELEMENTS (builtins); i++)
+    pb_generation_add_builtin_command (gen, &builtins[i]);
+}

@@ -1,0 +1,218 @@
+/* SPDX-License-Identifier: MIT */
+/* The core's own structures: module instances, generations, listeners, sessions, hooks. */
+#ifndef PILLARBOX_CORE_PRIVATE_H
+#define PILLARBOX_CORE_PRIVATE_H
+
+#include <ltdl.h>
+
+#include "pb-private.h"
+#include "conf.h"
+#include "settings.h"
+
+G_BEGIN_DECLS
+
+typedef struct _PbGeneration PbGeneration;
+
+/* A module file opened once per process; never unloaded (code of a retired
+ * generation may still be referenced by sources until they are gone). */
+typedef struct {
+  char *name;
+  char *path;
+  lt_dlhandle handle;
+  const PbModuleInfo *info;
+} PbModuleFile;
+
+typedef struct {
+  const PbSectionInfo *info;
+  GPtrArray *configs;   /* void *, NULL-terminated */
+  GPtrArray *names;     /* char *, NULL-terminated */
+  PbSettingsTable table;
+} PbSectionList;
+
+struct _PbModule {
+  PbGeneration *gen;          /* not a reference: the generation owns its modules */
+  PbModuleFile *file;
+  const PbModuleInfo *info;
+  char *name;
+  PbSettingsTable table;
+  void *config;
+  GHashTable *sections;       /* kind -> PbSectionList */
+  const char *conf_file;      /* where its [module NAME] group is */
+  guint conf_line;
+  gpointer data;
+  GDestroyNotify destroy;
+  gboolean registration_open;
+  gboolean inited;
+  gboolean started;
+};
+
+/* A listening socket, shared between generations so a reload never
+ * refuses a connection. */
+typedef struct {
+  gint ref;
+  char *endpoint;             /* canonical "HOST:PORT" as configured */
+  char *bound;                /* the address actually bound, for status */
+  int fd;
+  GSource *source;
+  struct _PbListener *owner;  /* the current generation's listener, or NULL */
+} PbBoundSocket;
+
+typedef struct _PbListener {
+  PbListenerSpec spec;        /* strings below are owned copies */
+  char *name;
+  char *service;
+  char **endpoints;
+  PbModule *module;
+  GPtrArray *sockets;         /* PbBoundSocket * (refs) */
+  guint64 accepted;
+} PbListener;
+
+typedef struct {
+  PbHookSpec spec;
+  char **before;
+  char **after;
+  PbModule *module;
+  guint order;                /* registration order, the last tie-breaker */
+} PbHook;
+
+typedef struct {
+  PbEventFunc func;
+  gpointer user_data;
+  PbModule *module;
+} PbEventHandler;
+
+typedef struct {
+  PbTransportSpec spec;
+  char *name;
+  PbModule *module;
+} PbTransport;
+
+typedef struct {
+  PbCollectorSpec spec;
+  char *name;
+  PbModule *module;
+} PbCollector;
+
+/* The core's own settings, the [core] group. */
+typedef struct {
+  char *hostname;
+  char *user;
+  char *module_dir;
+  char *pidfile;
+  gint64 shutdown_timeout;
+  gint64 hook_timeout;
+  char *tls_certificate;
+  char *tls_key;
+} PbCoreConfig;
+
+struct _PbGeneration {
+  gint ref;
+  guint serial;
+  gboolean checking;
+  gboolean retired;
+  char *conf_dir;
+  char *state_dir;
+  PbSettingsTable core_table;
+  PbCoreConfig *core;
+  GPtrArray *modules;         /* PbModule *, in configuration order */
+  GPtrArray *listeners;       /* PbListener * */
+  GPtrArray *hooks[PB_STAGE_LAST]; /* PbHook *, in run order once sorted */
+  GPtrArray *events;          /* PbEventHandler * */
+  GHashTable *commands;       /* name -> PbCommandEntry * */
+  PbStorageSpec storage;
+  PbModule *storage_module;
+  GPtrArray *transports;      /* PbTransport * */
+  GPtrArray *collectors;      /* PbCollector * */
+  PbTlsCreds *tls;
+  GHashTable *sessions;       /* PbSession * set */
+  gint64 loaded_at;           /* g_get_real_time() */
+};
+
+struct _PbSession {
+  gint ref;
+  char id[16];
+  PbGeneration *gen;          /* a reference */
+  PbListener *listener;
+  PbConn *conn;
+  char *user;
+  const char *state;          /* interned */
+  gint64 started;
+  GHashTable *data;           /* PbModule * -> PbSessionData * */
+  gboolean accepted;
+  gboolean ended;
+  GCancellable *cancellable;  /* cancelled when the session ends */
+};
+
+/* ---- module files and instances (loader.c) ---- */
+
+PB_PRIVATE PbModuleFile *pb_module_file_open (const char *module_dir, const char *name, GError **error);
+PB_PRIVATE gboolean pb_module_name_is_valid (const char *name);
+
+/* ---- generations (generation.c) ---- */
+
+PB_PRIVATE extern const PbSetting pb_core_settings[];
+
+/* Reads CONF_DIR, applies OVERRIDES, loads and checks every module and
+ * runs their init. Problems go to DIAG (all of them); NULL on failure. */
+PB_PRIVATE PbGeneration *pb_generation_build (const char *conf_dir, const char *state_dir,
+                                              const char *const *overrides, gboolean checking,
+                                              PbDiag *diag);
+PB_PRIVATE PbGeneration *pb_generation_ref (PbGeneration *gen);
+PB_PRIVATE void pb_generation_unref (PbGeneration *gen);
+/* Binds listeners, reusing the sockets of PREVIOUS (nullable) for equal endpoints. */
+PB_PRIVATE gboolean pb_generation_bind (PbGeneration *gen, PbGeneration *previous, GError **error);
+/* Loads TLS credentials and runs the modules' start functions. */
+PB_PRIVATE gboolean pb_generation_start (PbGeneration *gen, GError **error);
+/* Makes GEN the one new connections go to; returns the previous current (a ref) or NULL. */
+PB_PRIVATE PbGeneration *pb_generation_activate (PbGeneration *gen);
+PB_PRIVATE PbGeneration *pb_generation_get_current (void);
+/* Stops accepting on GEN's sockets (shutdown). */
+PB_PRIVATE void pb_generation_close_listeners (PbGeneration *gen);
+PB_PRIVATE PbModule *pb_generation_find_module (PbGeneration *gen, const char *name);
+PB_PRIVATE void pb_generation_add_builtin_command (PbGeneration *gen, const PbControlCommandSpec *spec);
+PB_PRIVATE const PbCommandEntry *pb_generation_lookup_command (const char *name, gpointer user_data);
+PB_PRIVATE GPtrArray *pb_generation_list_commands (gpointer user_data);
+
+/* ---- hooks (hooks.c) ---- */
+
+/* Orders each stage's hooks; a cycle of before/after constraints is an error. */
+PB_PRIVATE gboolean pb_hooks_sort (PbGeneration *gen, GError **error);
+PB_PRIVATE void pb_hook_free (gpointer hook);
+
+/* ---- sessions and listeners (session.c, listener.c) ---- */
+
+PB_PRIVATE PbSession *pb_session_new (PbGeneration *gen, PbListener *listener, PbConn *conn);
+PB_PRIVATE PbSession *pb_session_ref (PbSession *session);
+PB_PRIVATE void pb_session_unref (PbSession *session);
+PB_PRIVATE PbGeneration *pb_session_get_generation (PbSession *session);
+/* Ends every session: asks politely (listener shutdown), or aborts when FORCE. */
+PB_PRIVATE void pb_sessions_shutdown (gboolean force);
+/* Called once when a session's connection has closed. */
+PB_PRIVATE void pb_session_end (PbSession *session);
+PB_PRIVATE guint pb_sessions_count (void);
+
+PB_PRIVATE void pb_listener_free (gpointer listener);
+PB_PRIVATE PbBoundSocket *pb_bound_socket_open (const char *endpoint, GError **error);
+PB_PRIVATE PbBoundSocket *pb_bound_socket_ref (PbBoundSocket *sock);
+PB_PRIVATE void pb_bound_socket_unref (PbBoundSocket *sock);
+PB_PRIVATE void pb_bound_socket_set_owner (PbBoundSocket *sock, PbListener *owner);
+
+/* Conn notification the core uses to learn that a session's connection ended. */
+PB_PRIVATE void pb_conn_set_close_notify (PbConn *conn, void (*notify) (PbConn *conn, gpointer data), gpointer data);
+
+/* ---- control built-ins (builtins.c) ---- */
+
+PB_PRIVATE void pb_builtins_register (PbGeneration *gen);
+/* Set by the daemon: a reload requested over the control socket. */
+PB_PRIVATE void pb_builtins_set_reload_func (gboolean (*reload) (char **errors));
+PB_PRIVATE void pb_builtins_set_start_time (gint64 real_time);
+
+/* ---- util.c ---- */
+
+PB_PRIVATE const char *pb_intern (const char *s);
+/* The syslog priority digit for a GLib level, for the PRIORITY field. */
+PB_PRIVATE const char *pb_log_priority (GLogLevelFlags level);
+
+G_END_DECLS
+
+#endif /* PILLARBOX_CORE_PRIVATE_H */

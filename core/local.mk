@@ -1,0 +1,41 @@
+# SPDX-License-Identifier: MIT
+# libpillarbox (the core, which modules link), pillarboxd and the pillarbox command.
+
+lib_LTLIBRARIES = core/libpillarbox.la
+core_libpillarbox_la_SOURCES = \
+	core/pb-private.h \
+	core/core-private.h \
+	core/util.c \
+	core/conf.c \
+	core/conf.h \
+	core/settings.c \
+	core/settings.h \
+	core/loader.c \
+	core/loader.h \
+	core/generation.c \
+	core/generation.h \
+	core/hooks.c \
+	core/session.c \
+	core/listener.c \
+	core/storage.c \
+	core/transport.c \
+	core/transport.h \
+	core/builtins.c \
+	core/conn.c \
+	core/tls.c \
+	core/control.c \
+	core/log.c \
+	core/daemon.c
+core_libpillarbox_la_CFLAGS = $(AM_CFLAGS) -fvisibility=hidden $(GNUTLS_CFLAGS) $(JSON_CFLAGS)
+core_libpillarbox_la_LIBADD = $(GLIB_LIBS) $(GNUTLS_LIBS) $(JSON_LIBS) $(LTDL_LIBS)
+# libtool version of the shared library; the plugin ABI is versioned separately (pb-abi.h).
+core_libpillarbox_la_LDFLAGS = $(AM_LDFLAGS) -version-info 1:0:0
+
+sbin_PROGRAMS = core/pillarboxd
+core_pillarboxd_SOURCES = core/pillarboxd.c
+core_pillarboxd_LDADD = core/libpillarbox.la $(GLIB_LIBS)
+
+bin_PROGRAMS = core/pillarbox
+core_pillarbox_SOURCES = core/cli.c
+core_pillarbox_CFLAGS = $(AM_CFLAGS) $(JSON_CFLAGS)
+core_pillarbox_LDADD = $(GLIB_LIBS) $(JSON_LIBS)
