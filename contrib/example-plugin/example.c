@@ -24,6 +24,7 @@
 
 typedef struct {
   char **listen;
+  char **tls_listen;
   char *greeting;
   gint64 max_line;
   gint64 idle_timeout;
@@ -32,7 +33,9 @@ typedef struct {
 
 static const PbSetting example_settings[] = {
   PB_SETTING_ENDPOINTS (ExampleConfig, listen, "listen", "127.0.0.1:2600",
-                        "Where the echo service listens."),
+                        "Where the echo service listens (plain text; STARTTLS is offered)."),
+  PB_SETTING_ENDPOINTS (ExampleConfig, tls_listen, "tls-listen", "",
+                        "Where the echo service listens with implicit TLS; empty for none."),
   PB_SETTING_STRING (ExampleConfig, greeting, "greeting", "Pillarbox example echo service ready",
                      "The text of the greeting line."),
   PB_SETTING_INT (ExampleConfig, max_line, "max-line", "1000", 64, 65536,
@@ -240,6 +243,7 @@ example_init (PbModule *module, const void *config, GError **error)
     .shutdown = example_shutdown,
     .user_data = ex,
   };
+  PbListenerSpec tls_listener = listener;
   PbHookSpec hook = {
     .struct_size = sizeof hook,
     .stage = PB_STAGE_CONNECT,
@@ -264,7 +268,12 @@ example_init (PbModule *module, const void *config, GError **error)
     g_ptr_array_add (ex->deny, g_inet_address_mask_new_from_string (c->deny[i], NULL));
   pb_module_set_data (module, ex, example_free);
 
+  tls_listener.name = "example-tls";
+  tls_listener.endpoints = (const char *const *) c->tls_listen;
+  tls_listener.tls = PB_TLS_IMPLICIT;
+
   return pb_module_add_listener (module, &listener, error)
+         && (c->tls_listen[0] == NULL || pb_module_add_listener (module, &tls_listener, error))
          && (ex->deny->len == 0 || pb_module_add_hook (module, &hook, error))
          && pb_module_add_command (module, &command, error);
 }
