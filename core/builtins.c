@@ -110,6 +110,8 @@ cmd_status (PbControlRequest *req, gpointer user_data)
   g_autofree char *tls = gen->tls != NULL ? pb_tls_creds_describe (gen->tls) : g_strdup ("none");
   GVariant *modules = modules_variant (gen, mods);
   GVariant *listeners = listeners_variant (gen, lis);
+  g_autoptr (GDateTime) loaded_at = g_date_time_new_from_unix_local (gen->loaded_at / G_USEC_PER_SEC);
+  g_autofree char *loaded = loaded_at != NULL ? g_date_time_format (loaded_at, "%Y-%m-%d %H:%M:%S") : NULL;
 
   g_variant_builder_init (&b, G_VARIANT_TYPE ("a{sv}"));
   g_variant_builder_add (&b, "{sv}", "version", g_variant_new_string (PACKAGE_VERSION));
@@ -120,6 +122,7 @@ cmd_status (PbControlRequest *req, gpointer user_data)
   g_variant_builder_add (&b, "{sv}", "config_dir", g_variant_new_string (gen->conf_dir));
   g_variant_builder_add (&b, "{sv}", "state_dir", g_variant_new_string (gen->state_dir));
   g_variant_builder_add (&b, "{sv}", "generation", g_variant_new_uint32 (gen->serial));
+  g_variant_builder_add (&b, "{sv}", "config_loaded", g_variant_new_int64 (gen->loaded_at / G_USEC_PER_SEC));
   g_variant_builder_add (&b, "{sv}", "sessions", g_variant_new_uint32 (pb_sessions_count ()));
   g_variant_builder_add (&b, "{sv}", "tls_certificate", g_variant_new_string (tls));
   g_variant_builder_add (&b, "{sv}", "storage",
@@ -130,8 +133,8 @@ cmd_status (PbControlRequest *req, gpointer user_data)
   g_string_append_printf (text, "pillarboxd %s (plugin ABI %s), pid %d, up %s\n", PACKAGE_VERSION, abi,
                           (int) getpid (), up);
   g_string_append_printf (text, "host name:   %s\n", gen->core->hostname);
-  g_string_append_printf (text, "config:      %s (loaded %s, generation %u)\n", gen->conf_dir,
-                          "", gen->serial);
+  g_string_append_printf (text, "config:      %s (generation %u, loaded %s)\n", gen->conf_dir, gen->serial,
+                          loaded != NULL ? loaded : "?");
   g_string_append_printf (text, "state:       %s\n", gen->state_dir);
   g_string_append_printf (text, "sessions:    %u\n", pb_sessions_count ());
   g_string_append_printf (text, "storage:     %s\n", gen->storage_module != NULL ? gen->storage.name : "none configured");

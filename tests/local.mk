@@ -124,3 +124,7 @@ EXTRA_DIST += \
 	tests/lsan.supp \
 	tests/integration/pbtest.py \
 	$(INTEGRATION_TESTS)
+
+# test-example-plugin runs `make install DESTDIR=...` in the build tree: it must
+# not run beside tests that execute what that install may relink.
+tests/integration/test-example-plugin.log: $(UNIT_TESTS:=.log) tests/unit/headers.log tests/integration/test-daemon.log

@@ -142,12 +142,6 @@ typedef struct {
 #define PB_MODULE_EXPORT
 #endif
 
-#ifdef __cplusplus
-#define PB_MODULE_EXTERN_C extern "C"
-#else
-#define PB_MODULE_EXTERN_C
-#endif
-
 /**
  * PB_MODULE_DEFINE:
  * @...: designated initialisers for the fields of #PbModuleInfo other than
@@ -166,10 +160,30 @@ typedef struct {
  *   .config_size = sizeof (EchoConfig));
  * ]|
  *
+ * In C++ (C++20 designated initialisers) the fields must be given in
+ * declaration order.
+ *
  * Since: ABI 1.0
  */
+#ifdef __cplusplus
+static inline PbModuleInfo
+pb_module_info_fill_ (PbModuleInfo info)
+{
+  info.setting_entry_size = sizeof (PbSetting);
+  return info;
+}
 #define PB_MODULE_DEFINE(...)                                          \
-  PB_MODULE_EXTERN_C PB_MODULE_EXPORT const PbModuleInfo               \
+  extern "C" PB_MODULE_EXPORT const PbModuleInfo                       \
+      pillarbox_module_info = pb_module_info_fill_ (PbModuleInfo {     \
+        .magic = PB_MODULE_MAGIC,                                      \
+        .abi_major = PB_ABI_MAJOR,                                     \
+        .abi_minor = PB_ABI_MINOR,                                     \
+        .struct_size = sizeof (PbModuleInfo),                          \
+        __VA_ARGS__                                                    \
+      })
+#else
+#define PB_MODULE_DEFINE(...)                                          \
+  PB_MODULE_EXPORT const PbModuleInfo                                  \
       pillarbox_module_info = {                                        \
         .magic = PB_MODULE_MAGIC,                                      \
         .abi_major = PB_ABI_MAJOR,                                     \
@@ -178,6 +192,7 @@ typedef struct {
         .setting_entry_size = sizeof (PbSetting),                      \
         __VA_ARGS__                                                    \
       }
+#endif
 
 /**
  * pb_module_get_name:

@@ -165,8 +165,25 @@ class Daemon:
     def __enter__(self):
         return self
 
-    def __exit__(self, *exc):
-        self.close()
+    def __exit__(self, exc_type, exc, tb):
+        try:
+            if exc_type is None:
+                self.finish()
+        finally:
+            self.close()
+
+    def finish(self):
+        """Stops a daemon that is still running and checks it ended cleanly: exit
+        status 0 and nothing from the sanitizers (leaks, memory errors, UB)."""
+        if self.proc is None:
+            return
+        running = self.proc.poll() is None
+        status = self.stop()
+        log = self.read_log()
+        for marker in ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:", "CRITICAL"):
+            check(marker not in log, "pillarboxd reported %r:\n%s" % (marker, log))
+        if running:
+            check(status == 0, "pillarboxd exited with %s after SIGTERM:\n%s" % (status, log))
 
 
 class LineClient:
