@@ -11,9 +11,7 @@ core_libpillarbox_la_SOURCES = \
 	core/settings.c \
 	core/settings.h \
 	core/loader.c \
-	core/loader.h \
 	core/generation.c \
-	core/generation.h \
 	core/hooks.c \
 	core/session.c \
 	core/listener.c \
@@ -23,6 +21,7 @@ core_libpillarbox_la_SOURCES = \
 	core/builtins.c \
 	core/conn.c \
 	core/tls.c \
+	core/tls-private.h \
 	core/control.c \
 	core/log.c \
 	core/daemon.c
