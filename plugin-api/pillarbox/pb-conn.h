@@ -107,6 +107,13 @@ typedef enum {
   PB_CONN_ERROR_SHUTDOWN
 } PbConnError;
 
+/**
+ * pb_conn_error_quark:
+ *
+ * Returns: the #GQuark of %PB_CONN_ERROR_DOMAIN
+ *
+ * Since: ABI 1.0
+ */
 PB_API GQuark pb_conn_error_quark (void);
 
 /**

@@ -78,6 +78,13 @@ typedef enum {
   PB_STORE_ERROR_FAILED
 } PbStoreError;
 
+/**
+ * pb_store_error_quark:
+ *
+ * Returns: the #GQuark of %PB_STORE_ERROR_DOMAIN
+ *
+ * Since: ABI 1.0
+ */
 PB_API GQuark pb_store_error_quark (void);
 
 /**
