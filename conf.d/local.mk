@@ -1,6 +1,28 @@
 # SPDX-License-Identifier: MIT
 # The shipped configuration: the embedded default (loopback, unprivileged ports).
+# Installed only where no file of the same name exists yet, so a reinstall never
+# overwrites an administrator's edits; uninstall removes only unmodified files.
 
-confddir = $(sysconfdir)/pillarbox/conf.d
-dist_confd_DATA = \
+CONFD_FILES = \
 	conf.d/00-core.conf
+EXTRA_DIST += $(CONFD_FILES)
+confddir = $(sysconfdir)/pillarbox/conf.d
+
+install-data-local: install-confd
+install-confd:
+	$(MKDIR_P) "$(DESTDIR)$(confddir)"
+	@for f in $(CONFD_FILES); do \
+	  dst="$(DESTDIR)$(confddir)/$$(basename $$f)"; \
+	  if test -e "$$dst"; then echo "  keeping existing $$dst"; \
+	  else echo "  $(INSTALL_DATA) $$f $$dst"; $(INSTALL_DATA) "$(srcdir)/$$f" "$$dst" || exit 1; fi; \
+	done
+
+uninstall-local: uninstall-confd
+uninstall-confd:
+	@for f in $(CONFD_FILES); do \
+	  dst="$(DESTDIR)$(confddir)/$$(basename $$f)"; \
+	  if test -e "$$dst" && cmp -s "$(srcdir)/$$f" "$$dst"; then rm -f "$$dst"; \
+	  elif test -e "$$dst"; then echo "  keeping modified $$dst"; fi; \
+	done
+
+.PHONY: install-confd uninstall-confd

@@ -161,6 +161,9 @@ PB_PRIVATE PbGeneration *pb_generation_ref (PbGeneration *gen);
 PB_PRIVATE void pb_generation_unref (PbGeneration *gen);
 /* Binds listeners, reusing the sockets of PREVIOUS (nullable) for equal endpoints. */
 PB_PRIVATE gboolean pb_generation_bind (PbGeneration *gen, PbGeneration *previous, GError **error);
+/* Loads the configured certificate (or, with SELF_SIGNED, makes or loads the
+ * state directory's self-signed one) unless already loaded. */
+PB_PRIVATE gboolean pb_generation_load_tls (PbGeneration *gen, gboolean self_signed, GError **error);
 /* Loads TLS credentials and runs the modules' start functions. */
 PB_PRIVATE gboolean pb_generation_start (PbGeneration *gen, GError **error);
 /* Makes GEN the one new connections go to; returns the previous current (a ref) or NULL. */

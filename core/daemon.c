@@ -67,6 +67,14 @@ daemon_notify (const char *state)
 
 /* ---- configuration ---- */
 
+typedef struct {
+  uid_t uid;
+  gid_t gid;
+  char *name;
+} RunUser;
+
+static gboolean resolve_run_user (const char *user, RunUser *ru, GError **error);
+
 static void
 print_diag (PbDiag *diag)
 {
@@ -89,6 +97,14 @@ daemon_check_config (Daemon *d)
                                            TRUE, diag);
   int status = 0;
 
+  if (gen != NULL)
+    {
+      g_autoptr (GError) error = NULL;
+      RunUser ru = { 0 };
+      if (!resolve_run_user (gen->core->user, &ru, &error))
+        pb_diag_add (diag, NULL, 0, "%s", error->message);
+      g_free (ru.name);
+    }
   if (gen != NULL && *gen->core->tls_certificate != '\0')
     {
       g_autoptr (GError) error = NULL;
@@ -225,12 +241,6 @@ on_terminate (gpointer data)
 }
 
 /* ---- privileges, state directory, pid file, background ---- */
-
-typedef struct {
-  uid_t uid;
-  gid_t gid;
-  char *name;
-} RunUser;
 
 static gboolean
 resolve_run_user (const char *user, RunUser *ru, GError **error)
@@ -486,8 +496,10 @@ daemon_start (Daemon *d, GError **error)
   if (!pidfile_acquire (d, error))
     goto out;
 
-  /* Privileged work first: ports below 1024, then give up root for good. */
-  if (!pb_generation_bind (gen, NULL, error) || !drop_privileges (&ru, error))
+  /* Privileged work first: ports below 1024 and a configured key that only
+   * root may read; then give up root for good. */
+  if (!pb_generation_bind (gen, NULL, error) || !pb_generation_load_tls (gen, FALSE, error)
+      || !drop_privileges (&ru, error))
     goto out;
   if (!pb_generation_start (gen, error))
     goto out;
@@ -534,8 +546,12 @@ pb_daemon_main (int argc, char **argv)
       g_print ("pillarboxd %s (plugin ABI %u.%u)\n", PACKAGE_VERSION, PB_ABI_MAJOR, PB_ABI_MINOR);
       return 0;
     }
-  if (d->conf_dir == NULL)
-    d->conf_dir = g_strdup (PB_SYSCONF_DIR "/conf.d");
+  {
+    /* Absolute, because background mode changes to / before any reload reads it. */
+    char *abs = g_canonicalize_filename (d->conf_dir != NULL ? d->conf_dir : PB_SYSCONF_DIR "/conf.d", NULL);
+    g_free (d->conf_dir);
+    d->conf_dir = abs;
+  }
   {
     char *abs = g_canonicalize_filename (d->state_dir != NULL ? d->state_dir : PB_STATE_DIR, NULL);
     g_free (d->state_dir);

@@ -19,8 +19,8 @@ const PbSetting pb_core_settings[] = {
   PB_SETTING_PATH (PbCoreConfig, module_dir, "module-dir", PB_MODULE_DIR,
                    "Where modules are loaded from: NAME.so, or .libs/NAME.so in a build tree."),
   PB_SETTING_PATH (PbCoreConfig, pidfile, "pidfile", "",
-                   "The pid file written when running in the background. Empty means pillarboxd.pid "
-                   "in the state directory."),
+                   "The pid file, also locked so that a second pillarboxd cannot use the same state "
+                   "directory. Empty means pillarboxd.pid in the state directory."),
   PB_SETTING_DURATION (PbCoreConfig, shutdown_timeout, "shutdown-timeout", "30s", 0, 3600000,
                        "How long SIGTERM waits for sessions to finish before closing them."),
   PB_SETTING_DURATION (PbCoreConfig, hook_timeout, "hook-timeout", "30s", 100, 600000,
@@ -29,7 +29,8 @@ const PbSetting pb_core_settings[] = {
                    "PEM certificate chain for TLS. Empty means a self-signed certificate made on first "
                    "start and kept in the state directory (tls/selfsigned.crt)."),
   PB_SETTING_PATH (PbCoreConfig, tls_key, "tls-key", "",
-                   "PEM private key for tls-certificate. Must be readable by core.user for SIGHUP reloads."),
+                   "PEM private key for tls-certificate. Read as root at start; SIGHUP re-reads it as "
+                   "core.user, so a key only root can read is kept until the next restart."),
   PB_SETTINGS_END
 };
 
@@ -466,7 +467,6 @@ generation_new (const char *conf_dir, const char *state_dir, gboolean checking)
   PbGeneration *gen = g_new0 (PbGeneration, 1);
 
   gen->ref = 1;
-  gen->serial = ++generation_serial;
   gen->checking = checking;
   gen->conf_dir = g_canonicalize_filename (conf_dir, NULL);
   gen->state_dir = g_strdup (state_dir);
@@ -809,15 +809,25 @@ pb_generation_bind (PbGeneration *gen, PbGeneration *previous, GError **error)
 }
 
 gboolean
-pb_generation_start (PbGeneration *gen, GError **error)
+pb_generation_load_tls (PbGeneration *gen, gboolean self_signed, GError **error)
 {
   const PbCoreConfig *core = gen->core;
 
+  if (gen->tls != NULL)
+    return TRUE;
   if (*core->tls_certificate != '\0')
     gen->tls = pb_tls_creds_load (core->tls_certificate, core->tls_key, error);
-  else
+  else if (self_signed)
     gen->tls = pb_tls_creds_ensure_self_signed (gen->state_dir, core->hostname, error);
-  if (gen->tls == NULL)
+  else
+    return TRUE;
+  return gen->tls != NULL;
+}
+
+gboolean
+pb_generation_start (PbGeneration *gen, GError **error)
+{
+  if (!pb_generation_load_tls (gen, TRUE, error))
     return FALSE;
 
   for (guint i = 0; i < gen->modules->len; i++)
@@ -844,6 +854,8 @@ pb_generation_activate (PbGeneration *gen)
   PbGeneration *previous = current_generation;
 
   current_generation = gen != NULL ? pb_generation_ref (gen) : NULL;
+  if (gen != NULL)
+    gen->serial = ++generation_serial;  /* counted when it runs: a refused one uses no number */
   if (gen != NULL)
     for (guint i = 0; i < gen->listeners->len; i++)
       {

@@ -4,6 +4,7 @@
 #include "core-private.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
 
@@ -38,6 +39,21 @@ module_find_file (const char *module_dir, const char *name)
   return NULL;
 }
 
+/* libltdl reports any dlopen failure as "file not found"; say what is wrong. */
+static gboolean
+module_has_elf_header (const char *path)
+{
+  char magic[4] = { 0 };
+  FILE *f = fopen (path, "rb");
+  gboolean ok;
+
+  if (f == NULL)
+    return TRUE;  /* let lt_dlopen report the error */
+  ok = fread (magic, 1, sizeof magic, f) == sizeof magic && memcmp (magic, "\177ELF", 4) == 0;
+  fclose (f);
+  return ok;
+}
+
 PbModuleFile *
 pb_module_file_open (const char *module_dir, const char *name, GError **error)
 {
@@ -50,7 +66,7 @@ pb_module_file_open (const char *module_dir, const char *name, GError **error)
   if (!pb_module_name_is_valid (name))
     {
       g_set_error (error, PB_CORE_ERROR, PB_CORE_ERROR_MODULE,
-                   "invalid module name '%s' (lower-case letters, digits and '-')", name);
+                   "invalid module name '%s' (lower-case letters, digits, '-' and '_')", name);
       return NULL;
     }
   if (!g_file_test (module_dir, G_FILE_TEST_IS_DIR))
@@ -90,6 +106,12 @@ pb_module_file_open (const char *module_dir, const char *name, GError **error)
       return NULL;
     }
 
+  if (!module_has_elf_header (path))
+    {
+      g_set_error (error, PB_CORE_ERROR, PB_CORE_ERROR_MODULE,
+                   "%s: not a loadable module (not an ELF shared object)", path);
+      return NULL;
+    }
   handle = lt_dlopen (path);
   if (handle == NULL)
     {

@@ -50,8 +50,8 @@ tests_unit_test_control_SOURCES = tests/unit/test-control.c
 tests_unit_test_control_CFLAGS = $(UNIT_CFLAGS)
 tests_unit_test_control_LDADD = $(UNIT_LDADD)
 
-# Every public header compiles alone as C99 and as C++.
-TESTS += tests/unit/headers.sh
+# Every public header compiles alone as C99 and as C++; every public item is documented.
+TESTS += tests/unit/headers.sh tests/unit/check-abi-docs.py
 
 # Fixture modules, several broken on purpose, for the loader's errors; the
 # policy fixture is built three times under three names to test hook order.
@@ -121,6 +121,7 @@ TESTS += $(INTEGRATION_TESTS)
 
 EXTRA_DIST += \
 	tests/unit/headers.sh \
+	tests/unit/check-abi-docs.py \
 	tests/lsan.supp \
 	tests/integration/pbtest.py \
 	$(INTEGRATION_TESTS)

@@ -69,16 +69,20 @@ class Daemon:
         self.state = os.path.join(self.tmp, "state")
         os.mkdir(self.conf)
         os.chmod(self.conf, 0o755)
-        user = run_user()
-        core = "[core]\nmodule-dir = %s\nshutdown-timeout = 5s\n" % fixture_modules()
-        if user:
-            core += "user = %s\n" % user
-        self.write("00-core.conf", core + core_extra)
+        self.set_core(core_extra)
         for name, text in (conf_files or {}).items():
             self.write(name, text)
         self.proc = None
         self.log_path = os.path.join(self.tmp, "pillarboxd.log")
         self.notify = None
+
+    def set_core(self, extra=""):
+        """(Re)writes 00-core.conf: the build tree's fixtures, a short shutdown, EXTRA."""
+        core = "[core]\nmodule-dir = %s\nshutdown-timeout = 5s\n" % fixture_modules()
+        user = run_user()
+        if user:
+            core += "user = %s\n" % user
+        self.write("00-core.conf", core + extra)
 
     def write(self, name, text):
         path = os.path.join(self.conf, name)
