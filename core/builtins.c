@@ -181,13 +181,14 @@ pb_builtins_register (PbGeneration *gen)
 {
   static const PbControlCommandSpec builtins[] = {
     { sizeof (PbControlCommandSpec), "status", "Show version, uptime, modules and listeners", "status",
-      cmd_status, NULL, FALSE },
+      cmd_status, NULL, FALSE, NULL },
     { sizeof (PbControlCommandSpec), "modules", "List loaded modules with their versions", "modules",
-      cmd_modules, NULL, FALSE },
+      cmd_modules, NULL, FALSE, NULL },
     { sizeof (PbControlCommandSpec), "reload", "Re-read the configuration (like SIGHUP)", "reload",
-      cmd_reload, NULL, FALSE },
+      cmd_reload, NULL, FALSE, NULL },
   };
 
   for (guint i = 0; i < G_N_ELEMENTS (builtins); i++)
     pb_generation_add_builtin_command (gen, &builtins[i]);
+  pb_dircmds_register (gen);
 }

@@ -655,7 +655,7 @@ read_input (gboolean confirm, GError **error)
 /* Asks the daemon whether COMMAND reads standard input, and whether it
  * sets a password (its usage mentions "passwd"). Unknown: neither. */
 static void
-query_input_needs (Link *link, const char *command, gboolean *reads_input, gboolean *confirm,
+query_input_needs (Link *link, const char *command, char **args, gboolean *reads_input, gboolean *confirm,
                    GError **error)
 {
   JsonNode *reply = link_call (link, "help", NULL, NULL, error);
@@ -683,6 +683,19 @@ query_input_needs (Link *link, const char *command, gboolean *reads_input, gbool
               || g_strcmp0 (json_object_get_string_member_with_default (cmd, "name", NULL), command) != 0)
             continue;
           *reads_input = json_object_get_boolean_member_with_default (cmd, "reads_input", FALSE);
+          if (*reads_input && json_object_has_member (cmd, "input_for"))
+            {
+              /* Only some subcommands read input (user add/passwd, not user list). */
+              JsonNode *for_node = json_object_get_member (cmd, "input_for");
+              JsonArray *subs = JSON_NODE_HOLDS_ARRAY (for_node) ? json_node_get_array (for_node) : NULL;
+              gboolean match = FALSE;
+
+              for (guint k = 0; subs != NULL && k < json_array_get_length (subs); k++)
+                if (args != NULL && args[0] != NULL
+                    && g_strcmp0 (json_array_get_string_element (subs, k), args[0]) == 0)
+                  match = TRUE;
+              *reads_input = match;
+            }
           usage = json_object_get_string_member_with_default (cmd, "usage", "");
           *confirm = usage != NULL && strstr (usage, "passwd") != NULL;
           break;
@@ -827,7 +840,7 @@ main (int argc, char **argv)
    * change with its modules, and only it knows which read input. */
   if (strcmp (opts.command, "help") != 0)
     {
-      query_input_needs (&link, opts.command, &reads_input, &confirm, &error);
+      query_input_needs (&link, opts.command, opts.args, &reads_input, &confirm, &error);
       if (error != NULL)
         goto failed;
     }

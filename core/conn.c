@@ -296,7 +296,7 @@ conn_fail (PbConn *conn, PbConnError code, const char *format, ...)
   va_start (ap, format);
   error = g_error_new_valist (PB_CONN_ERROR_DOMAIN, code, format, ap);
   va_end (ap);
-  g_debug ("connection from %s failed: %s", pb_conn_get_peer_ip (conn), error->message);
+  g_debug ("connection with %s failed: %s", pb_conn_get_peer_ip (conn), error->message);
   conn_finish (conn, error);
 }
 
@@ -365,7 +365,7 @@ conn_advance_output (PbConn *conn, gsize n)
   conn->out_pending -= n;
   if (conn->tls_state == TLS_FLUSH_PLAIN)
     conn->plain_left -= MIN (n, conn->plain_left);
-  while (n > 0)
+  while (n > 0 && conn->out_head != NULL)
     {
       OutChunk *head = conn->out_head;
       gsize avail = head->end - head->start;
@@ -905,7 +905,7 @@ conn_deliver (PbConn *conn)
       conn->tls_done_due = FALSE;
       conn->tls_done = NULL;
       conn->tls_done_data = NULL;
-      if (conn->dead)
+      if (conn->tls_state != TLS_ON)
         error = conn->error != NULL ? g_error_copy (conn->error)
                                     : g_error_new_literal (PB_CONN_ERROR_DOMAIN, PB_CONN_ERROR_CLOSED,
                                                            "connection closed before the TLS handshake ended");
@@ -1381,13 +1381,14 @@ pb_conn_close (PbConn *conn)
   conn->in_event = FALSE;
   conn->drained_due = FALSE;
   conn->discarding = FALSE;
-  conn->in_start = conn->in_end;   /* ignored from now on; freed with `closed` */
-  conn->in_scanned = 0;
+  conn_free_input (conn);   /* input is ignored from now on */
   conn->close_deadline = conn_now (conn) + CLOSE_FLUSH_US;
   conn->kick = TRUE;
   conn_schedule (conn);
 }
 
+/* The socket closes now; `closed` follows from the loop, never from
+ * inside this call (the caller may be inside a handler of this conn). */
 void
 pb_conn_abort (PbConn *conn, PbConnError code, const char *message)
 {

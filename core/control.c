@@ -437,6 +437,8 @@ entry_to_variant (const PbCommandEntry *entry)
   g_variant_dict_insert (&dict, "usage", "s", entry->spec.usage != NULL ? entry->spec.usage : entry->spec.name);
   g_variant_dict_insert (&dict, "provider", "s", entry->provider != NULL ? entry->provider : "core");
   g_variant_dict_insert (&dict, "reads_input", "b", entry->spec.reads_input);
+  if (entry->spec.reads_input && entry->spec.input_for != NULL)
+    g_variant_dict_insert_value (&dict, "input_for", g_variant_new_strv (entry->spec.input_for, -1));
   return g_variant_dict_end (&dict);
 }
 
@@ -755,7 +757,7 @@ conn_handle_line (ControlConn *conn, char *line, gsize len)
     const PbCommandEntry *entry = server_lookup (server, command);
     PbControlRequest *request;
 
-    if (entry == NULL || !entry->spec.reads_input)
+    if (entry == NULL || !pb_command_entry_reads_input (entry, (const char *const *) args))
       {
         /* Only a command that asked for input gets it. */
         wipe_free (input);
@@ -1341,4 +1343,14 @@ pb_control_server_free (PbControlServer *server)
   g_main_context_unref (server->context);
   g_free (server->path);
   g_free (server);
+}
+
+gboolean
+pb_command_entry_reads_input (const PbCommandEntry *entry, const char *const *args)
+{
+  if (!entry->spec.reads_input)
+    return FALSE;
+  if (entry->spec.input_for == NULL)
+    return TRUE;
+  return args != NULL && args[0] != NULL && g_strv_contains (entry->spec.input_for, args[0]);
 }

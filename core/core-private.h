@@ -103,6 +103,7 @@ typedef struct {
   gint64 hook_timeout;
   char *tls_certificate;
   char *tls_key;
+  char *postmaster;
 } PbCoreConfig;
 
 struct _PbGeneration {
@@ -202,6 +203,20 @@ PB_PRIVATE void pb_bound_socket_set_owner (PbBoundSocket *sock, PbListener *owne
 
 /* Conn notification the core uses to learn that a session's connection ended. */
 PB_PRIVATE void pb_conn_set_close_notify (PbConn *conn, void (*notify) (PbConn *conn, gpointer data), gpointer data);
+
+/* ---- storage, router, authentication (storage.c, router.c, auth.c) ---- */
+
+PB_PRIVATE void pb_store_request_gen (PbGeneration *gen, const char *operation, GVariant *args,
+                                      PbStoreResultFunc done, gpointer user_data);
+PB_PRIVATE void pb_router_resolve_gen (PbGeneration *gen, const char *address, PbRouteFunc done, gpointer user_data);
+PB_PRIVATE void pb_auth_verify_gen (PbGeneration *gen, const char *user, const char *password,
+                                    const char *protocol, PbAuthFunc done, gpointer user_data);
+/* Hashes PASSWORD with yescrypt on a worker thread; DONE gets the crypt(3)
+ * string or an error message. */
+typedef void (*PbHashFunc) (const char *hash, const char *error, gpointer user_data);
+PB_PRIVATE void pb_password_hash (const char *password, PbHashFunc done, gpointer user_data);
+/* Registers the directory commands (domain, user, alias, list, mailbox). */
+PB_PRIVATE void pb_dircmds_register (PbGeneration *gen);
 
 /* ---- control built-ins (builtins.c) ---- */
 

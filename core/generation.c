@@ -31,6 +31,9 @@ const PbSetting pb_core_settings[] = {
   PB_SETTING_PATH (PbCoreConfig, tls_key, "tls-key", "",
                    "PEM private key for tls-certificate. Read as root at start; SIGHUP re-reads it as "
                    "core.user, so a key only root can read is kept until the next restart."),
+  PB_SETTING_STRING (PbCoreConfig, postmaster, "postmaster", "postmaster",
+                     "The user who receives mail for postmaster at every local domain when no user, "
+                     "alias or list of that name exists (RFC 5321 section 4.5.1 requires the address)."),
   PB_SETTINGS_END
 };
 
@@ -273,6 +276,7 @@ command_entry_free (gpointer p)
   g_free ((char *) e->spec.name);
   g_free ((char *) e->spec.summary);
   g_free ((char *) e->spec.usage);
+  g_strfreev ((char **) e->spec.input_for);
   g_free ((char *) e->provider);
   g_free (e);
 }
@@ -286,6 +290,7 @@ command_entry_new (const PbControlCommandSpec *spec, const char *provider)
   e->spec.name = g_strdup (spec->name);
   e->spec.summary = g_strdup (spec->summary != NULL ? spec->summary : "");
   e->spec.usage = g_strdup (spec->usage != NULL ? spec->usage : spec->name);
+  e->spec.input_for = spec->input_for != NULL ? (const char *const *) g_strdupv ((char **) spec->input_for) : NULL;
   e->provider = g_strdup (provider);
   return e;
 }
@@ -345,10 +350,10 @@ pb_module_set_storage (PbModule *module, const PbStorageSpec *spec, GError **err
       return FALSE;
     }
   if (spec->message_begin == NULL || spec->message_write == NULL || spec->message_commit == NULL
-      || spec->message_abort == NULL)
+      || spec->message_abort == NULL || spec->message_read == NULL || spec->request == NULL)
     {
       g_set_error (error, PB_CORE_ERROR, PB_CORE_ERROR_REGISTER,
-                   "module %s: a storage backend must implement every message function", module->name);
+                   "module %s: a storage backend must implement every function of PbStorageSpec", module->name);
       return FALSE;
     }
   module->gen->storage = *spec;

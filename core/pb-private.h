@@ -93,6 +93,9 @@ PB_PRIVATE const char *pb_control_request_get_text (PbControlRequest *request);
 PB_PRIVATE const char *pb_control_request_get_error (PbControlRequest *request);
 PB_PRIVATE GVariant *pb_control_request_get_data (PbControlRequest *request);
 
+/* Whether an invocation of ENTRY with ARGS receives standard input. */
+PB_PRIVATE gboolean pb_command_entry_reads_input (const PbCommandEntry *entry, const char *const *args);
+
 /* The default socket path under a state directory. */
 #define PB_CONTROL_SOCKET_NAME "control.sock"
 

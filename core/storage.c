@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* Forwards the pb_store_* message API to the registered storage backend. */
+/* Forwards the pb_store_* API to the registered storage backend, keeping the backend alive meanwhile. */
 #include "config.h"
 #include "core-private.h"
 
@@ -88,4 +88,95 @@ pb_store_message_abort (PbStoreMessage *message)
   g_return_if_fail (message != NULL);
   message->gen->storage.message_abort (message->gen->storage.backend, message->handle);
   store_message_free (message);
+}
+
+/* Keeps the generation (and so the backend) alive until the backend answers. */
+typedef struct {
+  PbGeneration *gen;
+  union {
+    PbStoreReadFunc read;
+    PbStoreResultFunc result;
+  } done;
+  gpointer user_data;
+} StoreCall;
+
+static StoreCall *
+store_call_new (PbGeneration *gen, gpointer done, gpointer user_data)
+{
+  StoreCall *call = g_new0 (StoreCall, 1);
+  call->gen = pb_generation_ref (gen);
+  call->done.result = (PbStoreResultFunc) done;
+  call->user_data = user_data;
+  return call;
+}
+
+static void
+store_call_free (StoreCall *call)
+{
+  pb_generation_unref (call->gen);
+  g_free (call);
+}
+
+static void
+store_read_done (const guint8 *data, gsize len, gboolean eof, const GError *error, gpointer user_data)
+{
+  StoreCall *call = user_data;
+  call->done.read (data, len, eof, error, call->user_data);
+  store_call_free (call);
+}
+
+void
+pb_store_message_read (PbModule *module, const char *message_id, gint64 offset, gsize max,
+                       PbStoreReadFunc done, gpointer user_data)
+{
+  PbGeneration *gen;
+
+  g_return_if_fail (module != NULL && message_id != NULL && done != NULL && offset >= 0);
+  gen = module->gen;
+  if (gen->storage_module == NULL)
+    {
+      g_autoptr (GError) error = g_error_new (PB_STORE_ERROR_DOMAIN, PB_STORE_ERROR_NO_BACKEND,
+                                              "no storage module is configured");
+      done (NULL, 0, TRUE, error, user_data);
+      return;
+    }
+  gen->storage.message_read (gen->storage.backend, message_id, offset, max, store_read_done,
+                             store_call_new (gen, (gpointer) done, user_data));
+}
+
+static void
+store_request_done (GVariant *result, const GError *error, gpointer user_data)
+{
+  StoreCall *call = user_data;
+  if (call->done.result != NULL)
+    call->done.result (result, error, call->user_data);
+  store_call_free (call);
+}
+
+void
+pb_store_request (PbModule *module, const char *operation, GVariant *args, PbStoreResultFunc done,
+                  gpointer user_data)
+{
+  g_return_if_fail (module != NULL && operation != NULL);
+  pb_store_request_gen (module->gen, operation, args, done, user_data);
+}
+
+void
+pb_store_request_gen (PbGeneration *gen, const char *operation, GVariant *args, PbStoreResultFunc done,
+                      gpointer user_data)
+{
+  g_autoptr (GVariant) owned = NULL;
+
+  if (args != NULL)
+    owned = g_variant_ref_sink (args);
+  if (gen->storage_module == NULL)
+    {
+      g_autoptr (GError) error = g_error_new (PB_STORE_ERROR_DOMAIN, PB_STORE_ERROR_NO_BACKEND,
+                                              "no storage module is configured");
+      if (done != NULL)
+        done (NULL, error, user_data);
+      return;
+    }
+  gen->storage.request (gen->storage.backend, operation, owned, store_request_done,
+                        store_call_new (gen, (gpointer) done, user_data));
 }

@@ -1,6 +1,11 @@
 # SPDX-License-Identifier: MIT
-# In-tree modules: each one adds itself here as pkglib_LTLIBRARIES += modules/NAME.la
-# with sources in modules/NAME/, built with $(MODULE_CFLAGS) and $(MODULE_FLAGS),
-# linked with core/libpillarbox.la. The build tree's modules land in modules/.libs/,
+# In-tree modules. Each module has a fragment modules/NAME/local.mk that adds
+# pkglib_LTLIBRARIES += modules/NAME.la (sources in modules/NAME/, built with
+# $(MODULE_CFLAGS) and $(MODULE_FLAGS), linked with core/libpillarbox.la), its
+# tests, and its conf.d file. The build tree's modules land in modules/.libs/,
 # which is what tests pass as core.module-dir.
 EXTRA_DIST += modules/README.md
+
+include modules/storage-sqlite/local.mk
+include modules/smtp-server/local.mk
+include modules/pop3-server/local.mk

@@ -54,6 +54,10 @@ typedef void (*PbControlFunc) (PbControlRequest *request, gpointer user_data);
  * @user_data: passed to @func
  * @reads_input: %TRUE when the client must read standard input (or prompt
  *   without echo on a terminal) and send it with the request
+ * @input_for: (nullable): with @reads_input, the subcommands (first
+ *   argument) that read input, %NULL-terminated; %NULL means every
+ *   invocation. `user` sets it to {"add", "passwd"} so `pillarbox user list`
+ *   never prompts.
  *
  * A control command registration.
  *
@@ -67,6 +71,7 @@ typedef struct {
   PbControlFunc func;
   gpointer user_data;
   gboolean reads_input;
+  const char *const *input_for;
 } PbControlCommandSpec;
 
 /**

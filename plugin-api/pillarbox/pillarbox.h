@@ -11,6 +11,7 @@
 #include <pillarbox/pb-hooks.h>
 #include <pillarbox/pb-control.h>
 #include <pillarbox/pb-storage.h>
+#include <pillarbox/pb-directory.h>
 #include <pillarbox/pb-transport.h>
 #include <pillarbox/pb-log.h>
 

@@ -27,9 +27,10 @@ test_sizes_lp64 (void **state)
   assert_int_equal (sizeof (PbHookSpec), 48);
   assert_int_equal (sizeof (PbVerdict), 40);
   assert_int_equal (sizeof (PbConnHandlers), 32);
-  assert_int_equal (sizeof (PbControlCommandSpec), 56);
-  assert_int_equal (sizeof (PbStorageSpec), 56);
-  assert_int_equal (sizeof (PbEnvelope), 48);
+  assert_int_equal (sizeof (PbControlCommandSpec), 64);
+  assert_int_equal (sizeof (PbStorageSpec), 72);
+  assert_int_equal (sizeof (PbEnvelope), 72);
+  assert_int_equal (sizeof (PbRecipient), 48);
   assert_int_equal (sizeof (PbTransportSpec), 32);
   assert_int_equal (sizeof (PbCollectorSpec), 32);
 }
