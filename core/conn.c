@@ -1073,9 +1073,19 @@ conn_addr_load (ConnAddr *a, int fd, gboolean peer)
     }
   else if (ss.ss_family == AF_INET6)
     {
+      static const guint8 v4_mapped[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
       const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *) &ss;
-      memcpy (a->addr, &sin6->sin6_addr, 16);
+
       a->port = ntohs (sin6->sin6_port);
+      /* An IPv4 client of a dual-stack ("*:PORT") listener is an IPv4 client:
+       * address lists, limits and logs must see 192.0.2.7, not ::ffff:192.0.2.7. */
+      if (memcmp (&sin6->sin6_addr, v4_mapped, sizeof v4_mapped) == 0)
+        {
+          a->family = AF_INET;
+          memcpy (a->addr, (const guint8 *) &sin6->sin6_addr + 12, 4);
+        }
+      else
+        memcpy (a->addr, &sin6->sin6_addr, 16);
     }
 }
 

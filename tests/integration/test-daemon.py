@@ -228,6 +228,16 @@ def test_connect_hook_refusal():
         check(ok.line().startswith("+OK"), "other address refused")
         ok.close()
         d.wait_log("refused 127.0.0.3 on example: access denied")
+    # On a dual-stack "*:PORT" listener an IPv4 client is matched as IPv4, not ::ffff:...
+    port = free_port()
+    with Daemon({"10-example.conf": "[module example]\nlisten = *:%d\ndeny = 127.0.0.3\n" % port}) as d:
+        d.start()
+        c = LineClient(port, source="127.0.0.3")
+        check(c.line() == "-ERR access denied", "IPv4 deny entry ignored on a dual-stack listener")
+        c.close()
+        ok = LineClient(port, source="127.0.0.2")
+        check(ok.line().startswith("+OK"), "other address refused")
+        ok.close()
 
 
 def test_sighup_bad_config_keeps_old():
