@@ -1521,22 +1521,15 @@ const char *
 pb_conn_get_peer_ip (PbConn *conn)
 {
   char text[INET6_ADDRSTRLEN];
-  static const guint8 v4_mapped[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
 
   g_return_val_if_fail (conn != NULL, NULL);
   if (conn->peer_ip != NULL)
     return conn->peer_ip;
 
-  if (conn->peer.family == AF_INET
-      || (conn->peer.family == AF_INET6 && memcmp (conn->peer.addr, v4_mapped, sizeof v4_mapped) == 0))
+  /* IPv4-mapped addresses were unmapped by conn_addr_load(). */
+  if (conn->peer.family == AF_INET || conn->peer.family == AF_INET6)
     {
-      const guint8 *v4 = conn->peer.family == AF_INET ? conn->peer.addr : conn->peer.addr + 12;
-      inet_ntop (AF_INET, v4, text, sizeof text);
-      conn->peer_ip = g_strdup (text);
-    }
-  else if (conn->peer.family == AF_INET6)
-    {
-      inet_ntop (AF_INET6, conn->peer.addr, text, sizeof text);
+      inet_ntop (conn->peer.family, conn->peer.addr, text, sizeof text);
       conn->peer_ip = g_strdup (text);
     }
   else
