@@ -82,8 +82,9 @@ pb_session_end (PbSession *session)
     return;
   session->ended = TRUE;
   g_cancellable_cancel (session->cancellable);
-  if (session->accepted)
-    pb_session_report_event (session, PB_EVENT_DISCONNECT, NULL);
+  /* Every session ends with this event, admitted or refused at connect, so a
+   * module that counted it at connect can always count it out. */
+  pb_session_report_event (session, PB_EVENT_DISCONNECT, session->accepted ? "admitted" : "refused");
   g_hash_table_remove (session->gen->sessions, session);
   g_hash_table_remove (live_sessions, session);
   /* Module data goes while the modules are certainly still initialised. */

@@ -335,7 +335,9 @@ PB_API gboolean pb_stage_has_hooks (PbModule *module, PbStage stage);
  * @PB_EVENT_RELAY_DENIED: relaying was refused
  * @PB_EVENT_PROTOCOL_ERROR: a malformed or out-of-sequence command
  * @PB_EVENT_TOO_MANY_CONNECTIONS: a connection was refused for load
- * @PB_EVENT_DISCONNECT: a session ended
+ * @PB_EVENT_DISCONNECT: a session ended, whether it was admitted ("admitted")
+ *   or refused at connect ("refused"); every session that reached the connect
+ *   stage ends with exactly one
  *
  * Things that happened, reported for modules that count them (IDS,
  * metrics, load limits). Events never change what happens.
