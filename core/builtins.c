@@ -157,6 +157,54 @@ cmd_modules (PbControlRequest *req, gpointer user_data)
   pb_control_request_reply (req, modules, text->str);
 }
 
+static gint
+compare_sessions (gconstpointer a, gconstpointer b)
+{
+  const PbSession *sa = *(PbSession *const *) a;
+  const PbSession *sb = *(PbSession *const *) b;
+  return sa->started < sb->started ? -1 : sa->started > sb->started;
+}
+
+static void
+cmd_sessions (PbControlRequest *req, gpointer user_data)
+{
+  g_autoptr (GPtrArray) list = pb_sessions_list ();
+  g_autoptr (GString) text = g_string_new (NULL);
+  GVariantBuilder b;
+  gint64 now = g_get_monotonic_time ();
+
+  g_ptr_array_sort (list, compare_sessions);
+  g_variant_builder_init (&b, G_VARIANT_TYPE ("aa{sv}"));
+  for (guint i = 0; i < list->len; i++)
+    {
+      PbSession *s = g_ptr_array_index (list, i);
+      GVariantBuilder sb;
+      gint64 age = (now - s->started) / G_USEC_PER_SEC;
+      g_autofree char *age_text = format_uptime (age);
+
+      g_variant_builder_init (&sb, G_VARIANT_TYPE ("a{sv}"));
+      g_variant_builder_add (&sb, "{sv}", "id", g_variant_new_string (s->id));
+      g_variant_builder_add (&sb, "{sv}", "service", g_variant_new_string (s->listener->service));
+      g_variant_builder_add (&sb, "{sv}", "listener", g_variant_new_string (s->listener->name));
+      g_variant_builder_add (&sb, "{sv}", "client", g_variant_new_string (pb_conn_get_peer_ip (s->conn)));
+      g_variant_builder_add (&sb, "{sv}", "user", g_variant_new_string (s->user != NULL ? s->user : ""));
+      g_variant_builder_add (&sb, "{sv}", "state", g_variant_new_string (s->state));
+      g_variant_builder_add (&sb, "{sv}", "tls", g_variant_new_boolean (pb_conn_is_tls (s->conn)));
+      g_variant_builder_add (&sb, "{sv}", "age_seconds", g_variant_new_int64 (age));
+      g_variant_builder_add (&sb, "{sv}", "generation", g_variant_new_uint32 (s->gen->serial));
+      g_variant_builder_add (&b, "a{sv}", &sb);
+      if (i == 0)
+        g_string_append_printf (text, "%-10s %-8s %-12s %-39s %-24s %-12s %s\n", "ID", "SERVICE", "LISTENER",
+                                "CLIENT", "USER", "STATE", "AGE");
+      g_string_append_printf (text, "%-10s %-8s %-12s %-39s %-24s %-12s %s%s\n", s->id, s->listener->service,
+                              s->listener->name, pb_conn_get_peer_ip (s->conn), s->user != NULL ? s->user : "-",
+                              s->state, age_text, pb_conn_is_tls (s->conn) ? " (TLS)" : "");
+    }
+  if (list->len == 0)
+    g_string_append (text, "no sessions\n");
+  pb_control_request_reply (req, g_variant_builder_end (&b), text->str);
+}
+
 static void
 cmd_reload (PbControlRequest *req, gpointer user_data)
 {
@@ -184,6 +232,8 @@ pb_builtins_register (PbGeneration *gen)
       cmd_status, NULL, FALSE, NULL },
     { sizeof (PbControlCommandSpec), "modules", "List loaded modules with their versions", "modules",
       cmd_modules, NULL, FALSE, NULL },
+    { sizeof (PbControlCommandSpec), "sessions", "List active sessions: service, client, user, state and age",
+      "sessions", cmd_sessions, NULL, FALSE, NULL },
     { sizeof (PbControlCommandSpec), "reload", "Re-read the configuration (like SIGHUP)", "reload",
       cmd_reload, NULL, FALSE, NULL },
   };

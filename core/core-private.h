@@ -194,6 +194,8 @@ PB_PRIVATE void pb_sessions_shutdown (gboolean force);
 /* Called once when a session's connection has closed. */
 PB_PRIVATE void pb_session_end (PbSession *session);
 PB_PRIVATE guint pb_sessions_count (void);
+/* Every live session (transfer container: the sessions are not referenced). */
+PB_PRIVATE GPtrArray *pb_sessions_list (void);
 
 PB_PRIVATE void pb_listener_free (gpointer listener);
 PB_PRIVATE PbBoundSocket *pb_bound_socket_open (const char *endpoint, GError **error);

@@ -69,6 +69,22 @@ pb_session_get_generation (PbSession *session)
   return session->gen;
 }
 
+GPtrArray *
+pb_sessions_list (void)
+{
+  GPtrArray *out = g_ptr_array_new ();
+  GHashTableIter it;
+  gpointer key;
+
+  if (live_sessions != NULL)
+    {
+      g_hash_table_iter_init (&it, live_sessions);
+      while (g_hash_table_iter_next (&it, &key, NULL))
+        g_ptr_array_add (out, key);
+    }
+  return out;
+}
+
 guint
 pb_sessions_count (void)
 {

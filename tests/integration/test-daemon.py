@@ -100,6 +100,10 @@ def test_control_round_trip():
         check(c.line().startswith("+OK"), "greeting")
         c.send("ECHO one\r\nECHO two\r\n")
         check(c.line() == "+OK one" and c.line() == "+OK two", "echo")
+        sessions = json.loads(d.cli("--json", "sessions").stdout)
+        check(len(sessions) == 1 and sessions[0]["service"] == "echo" and sessions[0]["client"] == "127.0.0.1"
+              and sessions[0]["state"] == "READY" and sessions[0]["listener"] == "example", sessions)
+        check("127.0.0.1" in d.cli("sessions").stdout, "sessions text")
         counters = json.loads(d.cli("--json", "example").stdout)
         check(counters["lines"] == 2 and counters["sessions"] == 1, counters)
         sessions = json.loads(d.cli("--json", "status").stdout)["sessions"]
