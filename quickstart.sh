@@ -32,6 +32,8 @@ install_packages() {
     return
   fi
   echo "== installing Debian packages:$missing"
+  # Postfix is only a test peer and benchmark reference: no system mail configuration.
+  echo "postfix postfix/main_mailer_type select No configuration" | as_root debconf-set-selections
   as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q > /dev/null
   # shellcheck disable=SC2086
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $missing
