@@ -104,6 +104,7 @@ typedef struct {
   char *tls_certificate;
   char *tls_key;
   char *postmaster;
+  char **dns_servers;
 } PbCoreConfig;
 
 struct _PbGeneration {
@@ -125,6 +126,7 @@ struct _PbGeneration {
   GPtrArray *transports;      /* PbTransport * */
   GPtrArray *collectors;      /* PbCollector * */
   PbTlsCreds *tls;
+  PbResolver *resolver;       /* created on first use */
   GHashTable *sessions;       /* PbSession * set */
   gint64 loaded_at;           /* g_get_real_time() */
 };
@@ -219,6 +221,11 @@ typedef void (*PbHashFunc) (const char *hash, const char *error, gpointer user_d
 PB_PRIVATE void pb_password_hash (const char *password, PbHashFunc done, gpointer user_data);
 /* Registers the directory commands (domain, user, alias, list, mailbox). */
 PB_PRIVATE void pb_dircmds_register (PbGeneration *gen);
+
+/* ---- DNS (dns.c) ---- */
+
+/* "192.0.2.53", "127.0.0.1:5353", "[::1]:53" -> libunbound's "ADDR@PORT". */
+PB_PRIVATE gboolean pb_dns_server_to_unbound (const char *server, char **out);
 
 /* ---- control built-ins (builtins.c) ---- */
 

@@ -34,6 +34,10 @@ const PbSetting pb_core_settings[] = {
   PB_SETTING_STRING (PbCoreConfig, postmaster, "postmaster", "postmaster",
                      "The user who receives mail for postmaster at every local domain when no user, "
                      "alias or list of that name exists (RFC 5321 section 4.5.1 requires the address)."),
+  PB_SETTING_STRING_LIST (PbCoreConfig, dns_servers, "dns-servers", "",
+                          "The DNS servers every lookup goes to (VPOP3's \"DNS Servers to Use\"): "
+                          "addresses, with :PORT when not 53 ([IPv6]:PORT). Empty means the system's "
+                          "(/etc/resolv.conf)."),
   PB_SETTINGS_END
 };
 
@@ -42,6 +46,16 @@ core_config_check (const void *config, GError **error)
 {
   const PbCoreConfig *c = config;
 
+  for (guint i = 0; c->dns_servers[i] != NULL; i++)
+    {
+      g_autofree char *fwd = NULL;
+      if (!pb_dns_server_to_unbound (c->dns_servers[i], &fwd))
+        {
+          g_set_error (error, PB_CORE_ERROR, PB_CORE_ERROR_CONFIG,
+                       "dns-servers: '%s' is not an IP address, IP:PORT or [IPv6]:PORT", c->dns_servers[i]);
+          return FALSE;
+        }
+    }
   if ((*c->tls_certificate == '\0') != (*c->tls_key == '\0'))
     {
       g_set_error (error, PB_CORE_ERROR, PB_CORE_ERROR_CONFIG,
@@ -524,6 +538,7 @@ pb_generation_unref (PbGeneration *gen)
   g_ptr_array_unref (gen->modules);
   g_hash_table_unref (gen->sessions);
   g_clear_pointer (&gen->tls, pb_tls_creds_unref);
+  g_clear_pointer (&gen->resolver, pb_resolver_unref);
   pb_settings_free (&gen->core_table, gen->core);
   g_free (gen->conf_dir);
   g_free (gen->state_dir);

@@ -19,6 +19,7 @@ core_libpillarbox_la_SOURCES = \
 	core/router.c \
 	core/auth.c \
 	core/dircmds.c \
+	core/dns.c \
 	core/transport.c \
 	core/transport.h \
 	core/builtins.c \
@@ -28,8 +29,8 @@ core_libpillarbox_la_SOURCES = \
 	core/control.c \
 	core/log.c \
 	core/daemon.c
-core_libpillarbox_la_CFLAGS = $(AM_CFLAGS) -fvisibility=hidden $(GNUTLS_CFLAGS) $(JSON_CFLAGS) $(CRYPT_CFLAGS)
-core_libpillarbox_la_LIBADD = $(GLIB_LIBS) $(GNUTLS_LIBS) $(JSON_LIBS) $(LTDL_LIBS) $(CRYPT_LIBS)
+core_libpillarbox_la_CFLAGS = $(AM_CFLAGS) -fvisibility=hidden $(GNUTLS_CFLAGS) $(JSON_CFLAGS) $(CRYPT_CFLAGS) $(UNBOUND_CFLAGS)
+core_libpillarbox_la_LIBADD = $(GLIB_LIBS) $(GNUTLS_LIBS) $(JSON_LIBS) $(LTDL_LIBS) $(CRYPT_LIBS) $(UNBOUND_LIBS)
 # libtool version of the shared library; the plugin ABI is versioned separately (pb-abi.h).
 core_libpillarbox_la_LDFLAGS = $(AM_LDFLAGS) -version-info 1:0:0
 

@@ -13,6 +13,7 @@ pbinclude_HEADERS = \
 	plugin-api/pillarbox/pb-control.h \
 	plugin-api/pillarbox/pb-storage.h \
 	plugin-api/pillarbox/pb-directory.h \
+	plugin-api/pillarbox/pb-dns.h \
 	plugin-api/pillarbox/pb-transport.h \
 	plugin-api/pillarbox/pb-log.h
 

@@ -27,7 +27,8 @@ UNIT_TESTS = \
 	tests/unit/test-hooks \
 	tests/unit/test-abi \
 	tests/unit/test-conn \
-	tests/unit/test-control
+	tests/unit/test-control \
+	tests/unit/test-dns
 check_PROGRAMS += $(UNIT_TESTS)
 TESTS += $(UNIT_TESTS)
 
@@ -46,6 +47,9 @@ tests_unit_test_abi_LDADD = $(UNIT_LDADD)
 tests_unit_test_conn_SOURCES = tests/unit/test-conn.c
 tests_unit_test_conn_CFLAGS = $(UNIT_CFLAGS)
 tests_unit_test_conn_LDADD = $(UNIT_LDADD)
+tests_unit_test_dns_SOURCES = tests/unit/test-dns.c
+tests_unit_test_dns_CFLAGS = $(UNIT_CFLAGS)
+tests_unit_test_dns_LDADD = $(UNIT_LDADD)
 tests_unit_test_control_SOURCES = tests/unit/test-control.c
 tests_unit_test_control_CFLAGS = $(UNIT_CFLAGS)
 tests_unit_test_control_LDADD = $(UNIT_LDADD)
@@ -122,6 +126,7 @@ TESTS += $(INTEGRATION_TESTS)
 EXTRA_DIST += \
 	tests/unit/headers.sh \
 	tests/unit/check-abi-docs.py \
+	tests/dns-server.py \
 	tests/lsan.supp \
 	tests/integration/pbtest.py \
 	$(INTEGRATION_TESTS)

@@ -12,6 +12,7 @@
 #include <pillarbox/pb-control.h>
 #include <pillarbox/pb-storage.h>
 #include <pillarbox/pb-directory.h>
+#include <pillarbox/pb-dns.h>
 #include <pillarbox/pb-transport.h>
 #include <pillarbox/pb-log.h>
 
