@@ -20,6 +20,7 @@ core_libpillarbox_la_SOURCES = \
 	core/auth.c \
 	core/dircmds.c \
 	core/dns.c \
+	core/connect.c \
 	core/transport.c \
 	core/transport.h \
 	core/builtins.c \

@@ -49,9 +49,6 @@ PB_PRIVATE char *pb_tls_creds_describe (PbTlsCreds *creds);
 PB_PRIVATE PbConn *pb_conn_new_server (int fd, PbTlsCreds *creds, PbTlsMode mode);
 /* Wraps a connected client-side socket (transports, collectors, tests). */
 PB_PRIVATE PbConn *pb_conn_new_client (int fd);
-/* Client-side TLS handshake; VERIFY FALSE accepts any certificate. */
-PB_PRIVATE void pb_conn_start_tls_client (PbConn *conn, const char *server_name, gboolean verify,
-                                          PbConnTlsDoneFunc done, gpointer user_data);
 /* Ends the connection at once: no flush; `closed` fires with ERROR. */
 PB_PRIVATE void pb_conn_abort (PbConn *conn, PbConnError code, const char *message);
 /* Replaces the credentials used by later STARTTLS (SIGHUP reload). */

@@ -5,6 +5,7 @@
 
 #include <gio/gio.h>
 #include <pillarbox/pb-abi.h>
+#include <pillarbox/pb-module.h>
 
 PB_BEGIN_DECLS
 
@@ -303,6 +304,58 @@ typedef void (*PbConnTlsDoneFunc) (PbConn *conn, const GError *error, gpointer u
  * Since: ABI 1.0
  */
 PB_API void pb_conn_start_tls (PbConn *conn, PbConnTlsDoneFunc done, gpointer user_data);
+
+/**
+ * pb_conn_start_tls_client:
+ * @conn: a client-side connection not yet under TLS (from pb_conn_connect())
+ * @server_name: (nullable): the name to send as SNI and, with @verify, to check
+ *   the certificate against
+ * @verify: %TRUE to require a certificate that the system trusts for
+ *   @server_name; %FALSE accepts any (opportunistic TLS, RFC 7435)
+ * @done: called when the handshake ends
+ * @user_data: passed to @done
+ *
+ * Upgrades a client connection to TLS (after STARTTLS or STLS was
+ * accepted, or at once for implicit TLS). Input buffered before the
+ * upgrade is discarded.
+ *
+ * Since: ABI 1.0
+ */
+PB_API void pb_conn_start_tls_client (PbConn *conn, const char *server_name, gboolean verify,
+                                      PbConnTlsDoneFunc done, gpointer user_data);
+
+/**
+ * PbConnConnectFunc:
+ * @conn: (transfer full) (nullable): the connected connection, or %NULL
+ * @error: (nullable): why no address could be reached
+ * @user_data: as given
+ *
+ * The end of pb_conn_connect(), on the loop thread, never from inside the call.
+ *
+ * Since: ABI 1.0
+ */
+typedef void (*PbConnConnectFunc) (PbConn *conn, const GError *error, gpointer user_data);
+
+/**
+ * pb_conn_connect:
+ * @module: the calling module (its generation's resolver is used)
+ * @host: a host name, an IPv4 address or an IPv6 address (without brackets)
+ * @port: the TCP port
+ * @timeout_ms: the most time one address may take to connect
+ * @cancellable: (nullable): cancelling it stops the attempt; @done is then
+ *   called with %G_IO_ERROR_CANCELLED
+ * @done: called once
+ * @user_data: passed to @done
+ *
+ * Opens a client connection for transports and collectors: resolves @host
+ * through the core's resolver (A, then AAAA records) and tries each address
+ * in turn until one accepts. The result is a plain connection; call
+ * pb_conn_start_tls_client() for TLS.
+ *
+ * Since: ABI 1.0
+ */
+PB_API void pb_conn_connect (PbModule *module, const char *host, guint16 port, guint timeout_ms,
+                             GCancellable *cancellable, PbConnConnectFunc done, gpointer user_data);
 
 /**
  * pb_conn_can_start_tls:

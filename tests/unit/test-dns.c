@@ -18,6 +18,8 @@ static const char zone[] =
   "mx1      IN A 192.0.2.10\n"
   "mx1      IN AAAA 2001:db8::10\n"
   "alias    IN CNAME mx1.example.org.\n"
+  "loop     IN A 127.0.0.1\n"
+  "loop     IN AAAA ::1\n"
   /* Not under 192.0.2.0/24: libunbound answers reverse lookups of reserved
    * ranges itself (RFC 6303 local zones). */
   "4.3.2.1.in-addr.arpa. IN PTR mx1.example.org.\n";
@@ -211,6 +213,93 @@ test_servers_and_reverse (void **state)
   assert_string_equal (r6, "1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa");
 }
 
+typedef struct {
+  gboolean done;
+  PbConn *conn;
+  GError *error;
+} Connected;
+
+static void
+on_connected (PbConn *conn, const GError *error, gpointer data)
+{
+  Connected *c = data;
+  c->done = TRUE;
+  c->conn = conn;
+  c->error = error != NULL ? g_error_copy (error) : NULL;
+}
+
+static void
+test_connect (void **state)
+{
+  Fixture *f = *state;
+  g_autofree char *conf = pbt_mkdtemp ();
+  g_autofree char *st = pbt_mkdtemp ();
+  g_autofree char *core = g_strdup_printf ("[core]\nmodule-dir = %s\ndns-servers = 127.0.0.1:%u\n",
+                                           pbt_fixture_dir (), f->port);
+  g_autoptr (GSocket) listener = g_socket_new (G_SOCKET_FAMILY_IPV4, G_SOCKET_TYPE_STREAM, 0, NULL);
+  g_autoptr (GInetAddress) lo = g_inet_address_new_loopback (G_SOCKET_FAMILY_IPV4);
+  g_autoptr (GSocketAddress) any = g_inet_socket_address_new (lo, 0);
+  g_autoptr (GSocketAddress) bound = NULL;
+  guint16 port;
+  PbDiag *diag = pb_diag_new ();
+  PbGeneration *gen;
+  PbModule *m;
+  Connected c = { 0 };
+
+  pbt_write_file (conf, "00-core.conf", core);
+  pbt_write_file (conf, "10-fx.conf", "[module fx-good]\n");
+  gen = pb_generation_build (conf, st, NULL, FALSE, diag);
+  assert_non_null (gen);
+  m = pb_generation_find_module (gen, "fx-good");
+  assert_true (g_socket_bind (listener, any, TRUE, NULL));
+  assert_true (g_socket_listen (listener, NULL));
+  bound = g_socket_get_local_address (listener, NULL);
+  port = g_inet_socket_address_get_port (G_INET_SOCKET_ADDRESS (bound));
+
+  /* By name, through the configured DNS server: A first, so 127.0.0.1 answers. */
+  pb_conn_connect (m, "loop.example.org", port, 5000, NULL, on_connected, &c);
+  assert_false (c.done);
+  assert_true (pbt_loop_until (&c.done, 15000));
+  assert_null (c.error);
+  assert_non_null (c.conn);
+  assert_string_equal (pb_conn_get_peer_ip (c.conn), "127.0.0.1");
+  pb_conn_close (c.conn);
+  pb_conn_unref (c.conn);
+  memset (&c, 0, sizeof c);
+
+  /* A literal address, nobody listening. */
+  g_socket_close (listener, NULL);
+  pb_conn_connect (m, "127.0.0.1", port, 5000, NULL, on_connected, &c);
+  assert_true (pbt_loop_until (&c.done, 15000));
+  assert_null (c.conn);
+  assert_non_null (strstr (c.error->message, "cannot connect to 127.0.0.1 port"));
+  g_clear_error (&c.error);
+  memset (&c, 0, sizeof c);
+
+  /* A name that does not exist. */
+  pb_conn_connect (m, "nothing.example.org", 25, 5000, NULL, on_connected, &c);
+  assert_true (pbt_loop_until (&c.done, 15000));
+  assert_true (g_error_matches (c.error, G_IO_ERROR, G_IO_ERROR_HOST_NOT_FOUND));
+  g_clear_error (&c.error);
+  memset (&c, 0, sizeof c);
+
+  /* Cancelled while the DNS server keeps silent: reported at once, from the loop. */
+  {
+    g_autoptr (GCancellable) cancel = g_cancellable_new ();
+    pb_conn_connect (m, "x.timeout.example.org", 25, 5000, cancel, on_connected, &c);
+    pbt_loop_run_for (50);
+    g_cancellable_cancel (cancel);
+    assert_false (c.done);
+    assert_true (pbt_loop_until (&c.done, 1000));
+    assert_true (g_error_matches (c.error, G_IO_ERROR, G_IO_ERROR_CANCELLED));
+    g_clear_error (&c.error);
+  }
+  pb_generation_unref (gen);
+  pb_diag_free (diag);
+  pbt_rmtree (conf);
+  pbt_rmtree (st);
+}
+
 int
 main (void)
 {
@@ -219,6 +308,8 @@ main (void)
     cmocka_unit_test_setup_teardown (test_cancel, setup, teardown),
     cmocka_unit_test_setup_teardown (test_unref_with_lookup_pending, setup, teardown),
     cmocka_unit_test (test_servers_and_reverse),
+    cmocka_unit_test_setup_teardown (test_connect, setup, teardown),
   };
+  lt_dlinit ();
   return cmocka_run_group_tests (tests, NULL, NULL);
 }
