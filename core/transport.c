@@ -6,12 +6,14 @@
 #include "transport.h"
 
 PbDelivery *
-pb_delivery_new (const char *queue_id, const char *mail_from, const char *destination,
-                 const char *const *recipients, PbDeliveryDoneFunc done, gpointer user_data)
+pb_delivery_new (PbModule *transport, const char *queue_id, const char *mail_from, const char *destination,
+                 gint64 size, const char *const *recipients, PbDeliveryDoneFunc done, gpointer user_data)
 {
   PbDelivery *d = g_new0 (PbDelivery, 1);
   guint n = g_strv_length ((char **) recipients);
 
+  d->module = transport;
+  d->size = size;
   d->queue_id = g_strdup (queue_id);
   d->mail_from = g_strdup (mail_from);
   d->destination = g_strdup (destination);
@@ -33,10 +35,67 @@ pb_delivery_free (PbDelivery *d)
     }
   g_free (d->results);
   g_strfreev (d->recipients);
+  g_strfreev (d->notify);
+  g_strfreev (d->orcpt);
+  g_free (d->dsn_ret);
+  g_free (d->dsn_envid);
   g_free (d->queue_id);
   g_free (d->mail_from);
   g_free (d->destination);
   g_free (d);
+}
+
+static char **
+copy_per_recipient (const char *const *values, guint n)
+{
+  char **out = g_new0 (char *, n + 1);
+  for (guint i = 0; i < n; i++)
+    out[i] = g_strdup (values != NULL && values[i] != NULL ? values[i] : "");
+  return out;
+}
+
+void
+pb_delivery_set_dsn (PbDelivery *delivery, const char *ret, const char *envid, const char *const *notify,
+                     const char *const *orcpt)
+{
+  g_free (delivery->dsn_ret);
+  g_free (delivery->dsn_envid);
+  g_strfreev (delivery->notify);
+  g_strfreev (delivery->orcpt);
+  delivery->dsn_ret = g_strdup (ret);
+  delivery->dsn_envid = g_strdup (envid);
+  delivery->notify = copy_per_recipient (notify, delivery->n_recipients);
+  delivery->orcpt = copy_per_recipient (orcpt, delivery->n_recipients);
+}
+
+gint64
+pb_delivery_get_size (PbDelivery *delivery)
+{
+  g_return_val_if_fail (delivery != NULL, 0);
+  return delivery->size;
+}
+
+const char *
+pb_delivery_get_dsn (PbDelivery *delivery, gint index, const char *name)
+{
+  const char *v = NULL;
+
+  g_return_val_if_fail (delivery != NULL && name != NULL, NULL);
+  g_return_val_if_fail (index >= -1 && index < (gint) delivery->n_recipients, NULL);
+  if (index < 0)
+    v = g_str_equal (name, "ret") ? delivery->dsn_ret : g_str_equal (name, "envid") ? delivery->dsn_envid : NULL;
+  else if (g_str_equal (name, "notify") && delivery->notify != NULL)
+    v = delivery->notify[index];
+  else if (g_str_equal (name, "orcpt") && delivery->orcpt != NULL)
+    v = delivery->orcpt[index];
+  return v != NULL && *v != '\0' ? v : NULL;
+}
+
+PbModule *
+pb_delivery_get_module (PbDelivery *delivery)
+{
+  g_return_val_if_fail (delivery != NULL, NULL);
+  return delivery->module;
 }
 
 const char *

@@ -17,9 +17,15 @@ typedef void (*PbDeliveryDoneFunc) (PbDelivery *delivery, gpointer user_data);
 typedef void (*PbCollectorRunDoneFunc) (PbCollectorRun *run, const GError *error, gpointer user_data);
 
 struct _PbDelivery {
+  PbModule *module;           /* the transport's instance */
   char *queue_id;
   char *mail_from;
   char *destination;
+  gint64 size;
+  char *dsn_ret;
+  char *dsn_envid;
+  char **notify;              /* per recipient, "" when none */
+  char **orcpt;
   char **recipients;
   PbDeliveryResult *results;
   guint n_recipients;
@@ -33,9 +39,12 @@ struct _PbCollectorRun {
   gpointer user_data;
 };
 
-PB_PRIVATE PbDelivery *pb_delivery_new (const char *queue_id, const char *mail_from, const char *destination,
-                                        const char *const *recipients, PbDeliveryDoneFunc done,
-                                        gpointer user_data);
+PB_PRIVATE PbDelivery *pb_delivery_new (PbModule *transport, const char *queue_id, const char *mail_from,
+                                        const char *destination, gint64 size, const char *const *recipients,
+                                        PbDeliveryDoneFunc done, gpointer user_data);
+/* DSN parameters: message-wide (RET, ENVID), and per recipient (NOTIFY, ORCPT; NULL entries allowed). */
+PB_PRIVATE void pb_delivery_set_dsn (PbDelivery *delivery, const char *ret, const char *envid,
+                                     const char *const *notify, const char *const *orcpt);
 PB_PRIVATE void pb_delivery_free (PbDelivery *delivery);
 PB_PRIVATE PbCollectorRun *pb_collector_run_new (const char *name, PbCollectorRunDoneFunc done, gpointer user_data);
 

@@ -339,9 +339,26 @@ PB_API void pb_store_message_read (PbModule *module, const char *message_id, gin
  * - `mailbox.delete` `(sat)` user, uids → `t` how many were deleted, all in one transaction
  * - `mailbox.stat` `(s)` user → `(tx)` messages, octets
  *
- * Queue (remote recipients).
- * - `queue.list` `()` → `a(sssxsxxs)` queue id, sender, recipient, size, state
- *   ("pending", "deferred", "delivered", "bounced"), attempts, next attempt (unix), last reply
+ * Queue (remote recipients). Each remote recipient is a queue entry with a
+ * numeric id, a state ("pending", "deferred", "delivered", "bounced"), an
+ * attempt count, the time of its next attempt and the last remote reply.
+ * The queue manager (core) is the only writer of queue state.
+ * - `queue.list` `()` → `a(sssxsxxs)` queue id, sender, recipient, size, state,
+ *   attempts, next attempt (unix), last reply
+ * - `queue.due` `(xu)` now (unix), limit → `a(tsssxuxss)` entry id, queue id, sender,
+ *   recipient, size, attempts, queued at (unix), DSN notify, DSN orcpt: pending
+ *   and deferred entries whose next attempt is due, oldest message first
+ * - `queue.result` `(tsusx)` entry id, new state, attempts, last reply, next attempt
+ *   (unix, for "deferred") → nothing; a message whose entries are all final and
+ *   that no mailbox entry references is deleted
+ * - `queue.attempt` `(txss)` entry id, time (unix), server, reply → nothing: one
+ *   line of the entry's history, for `pillarbox queue show`
+ * - `queue.get` `(s)` queue id → `(sxxssa(tssuxsa(xss)))` sender, size, queued at,
+ *   DSN ret, DSN envid, entries: id, recipient, state, attempts, next attempt, last
+ *   reply, history (time, server, reply)
+ * - `queue.delete` `(s)` queue id → `u` entries removed
+ * - `queue.retry` `(s)` queue id, or "" for every deferred entry → `u` entries made
+ *   due now
  *
  * Unknown operations fail with %PB_STORE_ERROR_NOT_SUPPORTED.
  *

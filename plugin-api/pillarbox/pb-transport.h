@@ -108,6 +108,42 @@ PB_API const char *pb_delivery_get_destination (PbDelivery *delivery);
 PB_API const char *const *pb_delivery_get_recipients (PbDelivery *delivery);
 
 /**
+ * pb_delivery_get_size:
+ * @delivery: a delivery
+ *
+ * Returns: the message's size in octets (for SIZE=)
+ *
+ * Since: ABI 1.0
+ */
+PB_API gint64 pb_delivery_get_size (PbDelivery *delivery);
+
+/**
+ * pb_delivery_get_dsn:
+ * @delivery: a delivery
+ * @index: a recipient's index, or -1 for the message's parameters
+ * @name: "ret" or "envid" (message), "notify" or "orcpt" (recipient)
+ *
+ * The DSN parameters (RFC 3461) received with the message, to pass on to
+ * a server that offers DSN.
+ *
+ * Returns: (transfer none) (nullable): the parameter's value
+ *
+ * Since: ABI 1.0
+ */
+PB_API const char *pb_delivery_get_dsn (PbDelivery *delivery, gint index, const char *name);
+
+/**
+ * pb_delivery_get_module:
+ * @delivery: a delivery
+ *
+ * Returns: (transfer none): the transport module's own instance, for
+ *   pb_store_message_read() of the body (queue id: pb_delivery_get_queue_id())
+ *
+ * Since: ABI 1.0
+ */
+PB_API PbModule *pb_delivery_get_module (PbDelivery *delivery);
+
+/**
  * pb_delivery_set_result:
  * @delivery: a delivery
  * @index: the recipient's index in pb_delivery_get_recipients()
