@@ -188,8 +188,6 @@ PB_PRIVATE void pb_hook_free (gpointer hook);
 /* ---- sessions and listeners (session.c, listener.c) ---- */
 
 PB_PRIVATE PbSession *pb_session_new (PbGeneration *gen, PbListener *listener, PbConn *conn);
-PB_PRIVATE PbSession *pb_session_ref (PbSession *session);
-PB_PRIVATE void pb_session_unref (PbSession *session);
 PB_PRIVATE PbGeneration *pb_session_get_generation (PbSession *session);
 /* Ends every session: asks politely (listener shutdown), or aborts when FORCE. */
 PB_PRIVATE void pb_sessions_shutdown (gboolean force);

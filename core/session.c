@@ -46,6 +46,7 @@ pb_session_new (PbGeneration *gen, PbListener *listener, PbConn *conn)
 PbSession *
 pb_session_ref (PbSession *session)
 {
+  g_return_val_if_fail (session != NULL, NULL);
   session->ref++;
   return session;
 }

@@ -164,6 +164,27 @@ typedef struct {
 PB_API gboolean pb_module_add_listener (PbModule *module, const PbListenerSpec *spec, GError **error);
 
 /**
+ * pb_session_ref:
+ * @session: a session
+ *
+ * Keeps the session object (not the connection) alive, e.g. while a
+ * commit started by the session is in flight after its client left.
+ *
+ * Returns: (transfer full): @session
+ *
+ * Since: ABI 1.0
+ */
+PB_API PbSession *pb_session_ref (PbSession *session);
+
+/**
+ * pb_session_unref:
+ * @session: (transfer full): a session
+ *
+ * Since: ABI 1.0
+ */
+PB_API void pb_session_unref (PbSession *session);
+
+/**
  * pb_session_get_id:
  * @session: a session
  *

@@ -12,8 +12,8 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from pbtest import (PILLARBOX, PILLARBOXD, TIMEOUT, TOP_SRCDIR, Daemon, Failure, LineClient,  # noqa: E402
-                    check, free_port, mode_of, run_tests, run_user)
+from pbtest import (PILLARBOX, PILLARBOXD, TIMEOUT, TOP_BUILDDIR, TOP_SRCDIR, Daemon, Failure,  # noqa: E402
+                    LineClient, check, fixture_modules, free_port, mode_of, run_tests, run_user)
 
 
 def example_conf(port, extra=""):
@@ -26,15 +26,17 @@ def check_config(conf_dir, *extra):
 
 
 def test_check_config_shipped():
-    extra = []
+    # The shipped modules, from this build tree.
+    extra = ["-o", "core.module-dir=%s" % os.path.join(TOP_BUILDDIR, "modules")]
+    fixture_modules()
     try:
         pwd.getpwnam("pillarbox")
     except KeyError:
         if os.geteuid() == 0:
             # As root, --check-config also checks that core.user (pillarbox) exists.
-            p = check_config(os.path.join(TOP_SRCDIR, "conf.d"))
+            p = check_config(os.path.join(TOP_SRCDIR, "conf.d"), *extra)
             check(p.returncode == 1 and "core.user: no such user 'pillarbox'" in p.stderr, p.stderr)
-            extra = ["-o", "core.user=nobody"]
+            extra += ["-o", "core.user=nobody"]
     p = check_config(os.path.join(TOP_SRCDIR, "conf.d"), *extra)
     check(p.returncode == 0, "shipped conf.d fails --check-config: %s" % p.stderr)
     check("configuration OK" in p.stdout, p.stdout)
