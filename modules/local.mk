@@ -9,3 +9,6 @@ EXTRA_DIST += modules/README.md
 include modules/storage-sqlite/local.mk
 include modules/smtp-server/local.mk
 include modules/pop3-server/local.mk
+include modules/load-limit/local.mk
+include modules/ids/local.mk
+include modules/rate-cap/local.mk
