@@ -241,4 +241,5 @@ pb_builtins_register (PbGeneration *gen)
   for (guint i = 0; i < G_N_ELEMENTS (builtins); i++)
     pb_generation_add_builtin_command (gen, &builtins[i]);
   pb_dircmds_register (gen);
+  pb_queuecmds_register (gen);
 }

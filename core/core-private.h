@@ -105,7 +105,24 @@ typedef struct {
   char *tls_key;
   char *postmaster;
   char **dns_servers;
+  char **retry_schedule;
+  gint64 max_queue_lifetime;
+  gint queue_order;           /* 0 oldest first, 1 smallest first, 2 newest first */
+  gint64 destination_concurrency;
+  gint64 queue_scan_interval;
 } PbCoreConfig;
+
+/* [connection NAME]: one sender, collectors, and when they run. */
+typedef struct {
+  char *sender;
+  char **collectors;
+  gboolean send_immediately;
+  char *schedule;
+  gboolean is_default;
+} PbConnectionConfig;
+
+typedef struct _PbQueue PbQueue;
+typedef struct _PbSchedule PbSchedule;
 
 struct _PbGeneration {
   gint ref;
@@ -127,6 +144,9 @@ struct _PbGeneration {
   GPtrArray *collectors;      /* PbCollector * */
   PbTlsCreds *tls;
   PbResolver *resolver;       /* created on first use */
+  GArray *core_retry;         /* gint64 ms: core.retry-schedule parsed */
+  PbSectionList *connections; /* [connection NAME] groups, the core's own section kind */
+  PbQueue *queue;             /* the outbound queue manager, once started */
   GHashTable *sessions;       /* PbSession * set */
   gint64 loaded_at;           /* g_get_real_time() */
 };
@@ -219,6 +239,31 @@ typedef void (*PbHashFunc) (const char *hash, const char *error, gpointer user_d
 PB_PRIVATE void pb_password_hash (const char *password, PbHashFunc done, gpointer user_data);
 /* Registers the directory commands (domain, user, alias, list, mailbox). */
 PB_PRIVATE void pb_dircmds_register (PbGeneration *gen);
+/* Registers queue and connect-now. */
+PB_PRIVATE void pb_queuecmds_register (PbGeneration *gen);
+
+/* ---- outbound queue (queue.c, schedule.c, bounce.c) ---- */
+
+PB_PRIVATE extern const PbSectionInfo pb_connection_section;
+PB_PRIVATE PbQueue *pb_queue_new (PbGeneration *gen, GError **error);
+PB_PRIVATE void pb_queue_start (PbQueue *queue);
+/* Stops scanning and firing; deliveries in flight still record their results. */
+PB_PRIVATE void pb_queue_stop (PbQueue *queue);
+PB_PRIVATE void pb_queue_free (PbQueue *queue);
+/* New remote mail or a retry request: scan soon. */
+PB_PRIVATE void pb_queue_kick (PbQueue *queue);
+/* Fires the connection NAME, or the default connections when NAME is NULL. */
+PB_PRIVATE void pb_queue_fire (PbQueue *queue, const char *name);
+PB_PRIVATE gint64 pb_queue_connection_next (PbQueue *queue, const char *name);
+/* Entries separated by ';'. */
+PB_PRIVATE PbSchedule *pb_schedule_parse (const char *text, char **error);
+PB_PRIVATE void pb_schedule_free (PbSchedule *schedule);
+PB_PRIVATE gboolean pb_schedule_is_denied (const PbSchedule *schedule, gint64 now);
+/* The next firing after AFTER (unix seconds), or 0 for none within eight days. */
+PB_PRIVATE gint64 pb_schedule_next (const PbSchedule *schedule, gint64 after);
+PB_PRIVATE void pb_bounce_send (PbGeneration *gen, const char *queue_id, const char *sender, const char *recipient,
+                                const char *orcpt, const char *notify, const char *reply, const char *remote);
+PB_PRIVATE PbStoreMessage *pb_store_message_begin_gen (PbGeneration *gen, const PbEnvelope *envelope, GError **error);
 
 /* ---- DNS (dns.c) ---- */
 

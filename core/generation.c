@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 static PbGeneration *current_generation;
+static const char *const pb_queue_orders[] = { "oldest", "smallest", "newest", NULL };
 static guint generation_serial;
 
 const PbSetting pb_core_settings[] = {
@@ -38,6 +39,19 @@ const PbSetting pb_core_settings[] = {
                           "The DNS servers every lookup goes to (VPOP3's \"DNS Servers to Use\"): "
                           "addresses, with :PORT when not 53 ([IPv6]:PORT). Empty means the system's "
                           "(/etc/resolv.conf)."),
+  PB_SETTING_STRING_LIST (PbCoreConfig, retry_schedule, "retry-schedule", "5m, 15m, 30m, 1h, 2h, 4h",
+                          "How long a deferred recipient waits before each retry (VPOP3's \"Sender Retry\"); "
+                          "after the last interval, the last one repeats."),
+  PB_SETTING_DURATION (PbCoreConfig, max_queue_lifetime, "max-queue-lifetime", "5d", 60000,
+                       G_GINT64_CONSTANT (90) * 86400000,
+                       "A recipient still undelivered this long after the message arrived is bounced."),
+  PB_SETTING_ENUM (PbCoreConfig, queue_order, "queue-order", "oldest", pb_queue_orders,
+                   "Which due mail goes first: oldest (default), smallest (VPOP3's \"send smaller messages "
+                   "first\") or newest (\"reverse send order\")."),
+  PB_SETTING_INT (PbCoreConfig, destination_concurrency, "destination-concurrency", "5", 1, 100,
+                  "Deliveries in flight at once to one destination (domain or relay) per transport."),
+  PB_SETTING_DURATION (PbCoreConfig, queue_scan_interval, "queue-scan-interval", "30s", 1000, 3600000,
+                       "How often the queue is searched for deferred mail that is due again."),
   PB_SETTINGS_END
 };
 
@@ -53,6 +67,18 @@ core_config_check (const void *config, GError **error)
         {
           g_set_error (error, PB_CORE_ERROR, PB_CORE_ERROR_CONFIG,
                        "dns-servers: '%s' is not an IP address, IP:PORT or [IPv6]:PORT", c->dns_servers[i]);
+          return FALSE;
+        }
+    }
+  for (guint i = 0; c->retry_schedule[i] != NULL; i++)
+    {
+      static const PbSetting dur = { "retry-schedule", PB_SETTING_TYPE_DURATION, 0, "5m", 1000,
+                                     G_GINT64_CONSTANT (7) * 86400000, NULL, "" };
+      gint64 ms;
+      g_autofree char *why = NULL;
+      if (!pb_setting_parse (&dur, c->retry_schedule[i], NULL, &ms, &why))
+        {
+          g_set_error (error, PB_CORE_ERROR, PB_CORE_ERROR_CONFIG, "retry-schedule: %s", why);
           return FALSE;
         }
     }
@@ -392,7 +418,7 @@ pb_module_add_transport (PbModule *module, const PbTransportSpec *spec, GError *
   PbTransport *t;
 
   g_return_val_if_fail (module != NULL && spec != NULL, FALSE);
-  g_return_val_if_fail (spec->struct_size >= sizeof (PbTransportSpec), FALSE);
+  g_return_val_if_fail (spec->struct_size >= G_STRUCT_OFFSET (PbTransportSpec, accepts), FALSE);
   if (!registration_allowed (module, "transports", error))
     return FALSE;
   if (spec->name == NULL || spec->deliver == NULL
@@ -404,7 +430,8 @@ pb_module_add_transport (PbModule *module, const PbTransportSpec *spec, GError *
       return FALSE;
     }
   t = g_new0 (PbTransport, 1);
-  t->spec = *spec;
+  memcpy (&t->spec, spec, MIN (spec->struct_size, sizeof t->spec));
+  t->spec.struct_size = sizeof t->spec;
   t->name = g_strdup (spec->name);
   t->spec.name = t->name;
   t->module = module;
@@ -520,6 +547,8 @@ pb_generation_unref (PbGeneration *gen)
     return;
 
   g_assert (gen != current_generation);
+  /* The queue manager refers to transports: it goes before the modules. */
+  g_clear_pointer (&gen->queue, pb_queue_free);
   /* Modules wind down in reverse order of initialisation. */
   for (guint i = gen->modules->len; i > 0; i--)
     {
@@ -539,6 +568,9 @@ pb_generation_unref (PbGeneration *gen)
   g_hash_table_unref (gen->sessions);
   g_clear_pointer (&gen->tls, pb_tls_creds_unref);
   g_clear_pointer (&gen->resolver, pb_resolver_unref);
+  g_clear_pointer (&gen->queue, pb_queue_free);
+  g_clear_pointer (&gen->core_retry, g_array_unref);
+  g_clear_pointer (&gen->connections, section_list_free);
   pb_settings_free (&gen->core_table, gen->core);
   g_free (gen->conf_dir);
   g_free (gen->state_dir);
@@ -582,8 +614,8 @@ generation_parse_sections (PbGeneration *gen, PbConfSource *src, GPtrArray *othe
           PbModule *other;
           PbSectionList *list;
 
-          if (si->kind == NULL || si->settings == NULL
-              || strcmp (si->kind, "core") == 0 || strcmp (si->kind, "module") == 0)
+          if (si->kind == NULL || si->settings == NULL || strcmp (si->kind, "core") == 0
+              || strcmp (si->kind, "module") == 0 || strcmp (si->kind, "connection") == 0)
             {
               pb_diag_add (diag, m->conf_file, m->conf_line, "module '%s': invalid section kind", m->name);
               continue;
@@ -611,6 +643,16 @@ generation_parse_sections (PbGeneration *gen, PbConfSource *src, GPtrArray *othe
         }
     }
 
+  /* The core's own section kind. */
+  gen->connections = g_new0 (PbSectionList, 1);
+  gen->connections->info = &pb_connection_section;
+  gen->connections->table.entries = pb_connection_section.settings;
+  gen->connections->table.entry_size = sizeof (PbSetting);
+  gen->connections->table.config_size = pb_connection_section.config_size;
+  gen->connections->table.check = pb_connection_section.check;
+  gen->connections->configs = g_ptr_array_new ();
+  gen->connections->names = g_ptr_array_new_with_free_func (g_free);
+
   for (guint i = 0; i < other_groups->len; i++)
     {
       PbConfGroup *g = g_ptr_array_index (other_groups, i);
@@ -622,6 +664,17 @@ generation_parse_sections (PbGeneration *gen, PbConfSource *src, GPtrArray *othe
       void *config;
 
       pb_conf_group_split_name (g, &kind, &name);
+      if (strcmp (kind, "connection") == 0 && name != NULL)
+        {
+          where = g_strdup_printf ("[%s]", g->name);
+          config = pb_settings_parse_group (&gen->connections->table, g, src->dir, where, diag);
+          if (config != NULL)
+            {
+              g_ptr_array_add (gen->connections->configs, config);
+              g_ptr_array_add (gen->connections->names, g_strdup (name));
+            }
+          continue;
+        }
       m = g_hash_table_lookup (kinds, kind);
       if (m == NULL || name == NULL)
         {
@@ -639,6 +692,9 @@ generation_parse_sections (PbGeneration *gen, PbConfSource *src, GPtrArray *othe
           g_ptr_array_add (list->names, g_strdup (name));
         }
     }
+
+  g_ptr_array_add (gen->connections->configs, NULL);
+  g_ptr_array_add (gen->connections->names, NULL);
 
   /* NULL-terminate every list for pb_module_get_sections(). */
   for (guint i = 0; i < gen->modules->len; i++)
@@ -699,6 +755,15 @@ pb_generation_build (const char *conf_dir, const char *state_dir, const char *co
       pb_diag_free (scratch);
     }
   generation_fill_hostname (gen->core);
+  gen->core_retry = g_array_new (FALSE, FALSE, sizeof (gint64));
+  for (guint i = 0; gen->core->retry_schedule[i] != NULL; i++)
+    {
+      static const PbSetting dur = { "retry-schedule", PB_SETTING_TYPE_DURATION, 0, "5m", 0, 0, NULL, "" };
+      gint64 ms = 0;
+      g_autofree char *why = NULL;
+      if (pb_setting_parse (&dur, gen->core->retry_schedule[i], NULL, &ms, &why))
+        g_array_append_val (gen->core_retry, ms);
+    }
 
   for (guint i = 0; i < src->groups->len; i++)
     {
@@ -779,6 +844,13 @@ pb_generation_build (const char *conf_dir, const char *state_dir, const char *co
     {
       g_autoptr (GError) error = NULL;
       if (!pb_hooks_sort (gen, &error))
+        pb_diag_add (diag, NULL, 0, "%s", error->message);
+    }
+  if (diag->lines->len == before)
+    {
+      g_autoptr (GError) error = NULL;
+      gen->queue = pb_queue_new (gen, &error);
+      if (gen->queue == NULL)
         pb_diag_add (diag, NULL, 0, "%s", error->message);
     }
   if (diag->lines->len != before)
@@ -883,8 +955,11 @@ pb_generation_activate (PbGeneration *gen)
         for (guint k = 0; k < l->sockets->len; k++)
           pb_bound_socket_set_owner (g_ptr_array_index (l->sockets, k), l);
       }
+  if (gen != NULL && gen->queue != NULL && !gen->checking)
+    pb_queue_start (gen->queue);
   if (previous != NULL)
     {
+      pb_queue_stop (previous->queue);
       /* Sockets the new configuration no longer lists stop accepting now. */
       for (guint i = 0; i < previous->listeners->len; i++)
         {

@@ -21,6 +21,10 @@ core_libpillarbox_la_SOURCES = \
 	core/dircmds.c \
 	core/dns.c \
 	core/connect.c \
+	core/queue.c \
+	core/schedule.c \
+	core/bounce.c \
+	core/queuecmds.c \
 	core/transport.c \
 	core/transport.h \
 	core/builtins.c \

@@ -9,18 +9,23 @@ struct _PbStoreMessage {
   PbGeneration *gen;          /* a reference: the backend must outlive the message */
   gpointer handle;            /* the backend's */
   gint64 started;
+  gboolean has_remote;        /* the queue manager is told once it is committed */
 };
 
 PbStoreMessage *
 pb_store_message_begin (PbModule *module, const PbEnvelope *envelope, GError **error)
 {
-  PbGeneration *gen;
+  g_return_val_if_fail (module != NULL && envelope != NULL, NULL);
+  return pb_store_message_begin_gen (module->gen, envelope, error);
+}
+
+PbStoreMessage *
+pb_store_message_begin_gen (PbGeneration *gen, const PbEnvelope *envelope, GError **error)
+{
   PbStoreMessage *msg;
   gpointer handle;
 
-  g_return_val_if_fail (module != NULL && envelope != NULL, NULL);
   g_return_val_if_fail (envelope->struct_size >= sizeof (PbEnvelope), NULL);
-  gen = module->gen;
   if (gen->storage_module == NULL)
     {
       g_set_error (error, PB_STORE_ERROR_DOMAIN, PB_STORE_ERROR_NO_BACKEND,
@@ -34,6 +39,9 @@ pb_store_message_begin (PbModule *module, const PbEnvelope *envelope, GError **e
   msg->gen = pb_generation_ref (gen);
   msg->handle = handle;
   msg->started = g_get_monotonic_time ();
+  for (guint i = 0; envelope->recipients != NULL && envelope->recipients[i] != NULL; i++)
+    if (envelope->recipients[i]->mailbox == NULL)
+      msg->has_remote = TRUE;
   return msg;
 }
 
@@ -65,6 +73,12 @@ store_commit_done (const char *queue_id, const GError *error, gpointer data)
   g_debug ("commit %s in %" G_GINT64_FORMAT " us", queue_id != NULL ? queue_id : "(failed)",
            g_get_monotonic_time () - call->msg->started);
   call->done (queue_id, error, call->user_data);
+  if (queue_id != NULL && call->msg->has_remote)
+    {
+      PbGeneration *current = pb_generation_get_current ();
+      if (current != NULL && current->queue != NULL)
+        pb_queue_kick (current->queue);
+    }
   store_message_free (call->msg);
   g_free (call);
 }

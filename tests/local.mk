@@ -28,7 +28,8 @@ UNIT_TESTS = \
 	tests/unit/test-abi \
 	tests/unit/test-conn \
 	tests/unit/test-control \
-	tests/unit/test-dns
+	tests/unit/test-dns \
+	tests/unit/test-schedule
 check_PROGRAMS += $(UNIT_TESTS)
 TESTS += $(UNIT_TESTS)
 
@@ -47,6 +48,9 @@ tests_unit_test_abi_LDADD = $(UNIT_LDADD)
 tests_unit_test_conn_SOURCES = tests/unit/test-conn.c
 tests_unit_test_conn_CFLAGS = $(UNIT_CFLAGS)
 tests_unit_test_conn_LDADD = $(UNIT_LDADD)
+tests_unit_test_schedule_SOURCES = tests/unit/test-schedule.c
+tests_unit_test_schedule_CFLAGS = $(UNIT_CFLAGS)
+tests_unit_test_schedule_LDADD = $(UNIT_LDADD)
 tests_unit_test_dns_SOURCES = tests/unit/test-dns.c
 tests_unit_test_dns_CFLAGS = $(UNIT_CFLAGS)
 tests_unit_test_dns_LDADD = $(UNIT_LDADD)

@@ -41,9 +41,13 @@ typedef struct _PbDelivery PbDelivery;
  * @struct_size: sizeof (PbTransportSpec)
  * @name: the transport's name, as routing rules and connections name it
  * @deliver: starts a delivery; must return at once
- * @user_data: passed to @deliver
+ * @user_data: passed to @deliver and @accepts
+ * @accepts: (nullable): whether this transport carries mail from @mail_from to
+ *   @recipient (routing rules such as VPOP3's Domain Filtering); %NULL: all of it
  *
- * A transport registration.
+ * A transport registration. The queue manager gives a recipient to the
+ * sender of the first connection (in configuration order) whose transport
+ * accepts it.
  *
  * Since: ABI 1.0
  */
@@ -52,6 +56,7 @@ typedef struct {
   const char *name;
   void (*deliver) (PbDelivery *delivery, gpointer user_data);
   gpointer user_data;
+  gboolean (*accepts) (const char *mail_from, const char *recipient, gpointer user_data);
 } PbTransportSpec;
 
 /**

@@ -1,0 +1,716 @@
+/* SPDX-License-Identifier: MIT */
+/* The queue manager: due remote recipients go to their connection's transport; retries, expiry, bounces. */
+#include "config.h"
+#include "core-private.h"
+#include "transport.h"
+
+#include <string.h>
+
+/* Recipients one delivery carries at most; a transport may split further. */
+#define QUEUE_MAX_RCPTS 100
+/* Due entries read per scan. */
+#define QUEUE_SCAN_LIMIT 2000
+
+/* ---- connections: [connection NAME] ---- */
+
+const PbSetting pb_connection_settings[] = {
+  PB_SETTING_STRING (PbConnectionConfig, sender, "sender", "",
+                     "The transport that sends this connection's mail (relay or mx); empty for a "
+                     "connection that only collects."),
+  PB_SETTING_STRING_LIST (PbConnectionConfig, collectors, "collectors", "",
+                          "The collectors (remote POP3 mailboxes) run when the connection fires."),
+  PB_SETTING_BOOL (PbConnectionConfig, send_immediately, "send-immediately", "true",
+                   "Send new mail at once and retry deferred mail when due, outside deny windows "
+                   "(VPOP3's \"send immediately when mail arrives\"). When false, mail waits for the schedule."),
+  PB_SETTING_STRING (PbConnectionConfig, schedule, "schedule", "",
+                     "When the connection fires (VPOP3's Connector Schedule): entries separated by ';', each "
+                     "one of \"every 15m [from 08:00 to 18:00] [on mon-fri]\", \"at 07:30,12:00 [on DAYS]\" or "
+                     "\"deny [from 12:00 to 13:00] [on DAYS]\" (a deny window holds mail back)."),
+  PB_SETTING_BOOL (PbConnectionConfig, is_default, "default", "false",
+                   "A default connection: `pillarbox connect-now` without a name fires the default ones."),
+  PB_SETTINGS_END
+};
+
+static gboolean
+connection_check (const void *config, GError **error)
+{
+  const PbConnectionConfig *c = config;
+  g_autofree char *why = NULL;
+  PbSchedule *s = pb_schedule_parse (c->schedule, &why);
+
+  if (s == NULL)
+    {
+      g_set_error (error, PB_CORE_ERROR, PB_CORE_ERROR_CONFIG, "schedule: %s", why);
+      return FALSE;
+    }
+  pb_schedule_free (s);
+  if (*c->sender == '\0' && c->collectors[0] == NULL)
+    {
+      g_set_error (error, PB_CORE_ERROR, PB_CORE_ERROR_CONFIG, "a connection needs a sender or collectors");
+      return FALSE;
+    }
+  return TRUE;
+}
+
+const PbSectionInfo pb_connection_section = {
+  sizeof (PbSectionInfo), "connection", "A connection: one sender, collectors, and when they run.",
+  pb_connection_settings, sizeof (PbConnectionConfig), connection_check
+};
+
+/* ---- the manager ---- */
+
+typedef struct {
+  struct _PbQueue *queue;
+  char *name;
+  const PbConnectionConfig *config;
+  PbSchedule *schedule;
+  PbTransport *transport;     /* NULL for collect-only connections */
+  guint timer;                /* the next scheduled firing */
+  gboolean firing;            /* a scheduled or manual run is delivering everything due */
+  gint64 last_fired;
+} Connection;
+
+typedef struct {
+  Connection *connection;
+  GPtrArray *entries;         /* Entry * */
+} Group;
+
+static void
+group_free (gpointer p)
+{
+  Group *g = p;
+  g_ptr_array_unref (g->entries);
+  g_free (g);
+}
+
+struct _PbQueue {
+  PbGeneration *gen;          /* not a reference: the generation owns the manager */
+  GPtrArray *connections;     /* Connection * */
+  guint scan_timer;
+  guint kick_idle;
+  gboolean scanning;
+  gboolean rescan;
+  gboolean stopped;
+  gboolean warned_no_transport;
+};
+
+/* Entries being delivered, across generations: a reload must never send one twice. */
+static GHashTable *in_flight;
+/* Deliveries in flight per "transport destination", across generations. */
+static GHashTable *busy;
+
+typedef struct {
+  guint64 id;
+  char *queue_id;
+  char *sender;
+  char *recipient;
+  gint64 size;
+  guint attempts;
+  gint64 queued_at;
+  char *notify;
+  char *orcpt;
+} Entry;
+
+static void
+entry_free (gpointer p)
+{
+  Entry *e = p;
+  g_free (e->queue_id);
+  g_free (e->sender);
+  g_free (e->recipient);
+  g_free (e->notify);
+  g_free (e->orcpt);
+  g_free (e);
+}
+
+static void
+entry_free_nullable (gpointer p)
+{
+  if (p != NULL)
+    entry_free (p);
+}
+
+static void
+connection_free (gpointer p)
+{
+  Connection *c = p;
+  if (c->timer != 0)
+    g_source_remove (c->timer);
+  pb_schedule_free (c->schedule);
+  g_free (c->name);
+  g_free (c);
+}
+
+static gint64
+now_unix (void)
+{
+  return g_get_real_time () / G_USEC_PER_SEC;
+}
+
+static const char *
+domain_of (const char *address)
+{
+  const char *at = strrchr (address, '@');
+  return at != NULL ? at + 1 : address;
+}
+
+static PbTransport *
+find_transport (PbGeneration *gen, const char *name)
+{
+  for (guint i = 0; i < gen->transports->len; i++)
+    {
+      PbTransport *t = g_ptr_array_index (gen->transports, i);
+      if (strcmp (t->name, name) == 0)
+        return t;
+    }
+  return NULL;
+}
+
+/* The connection whose transport carries this recipient: first in configuration order. */
+static Connection *
+route_entry (PbQueue *q, const Entry *e)
+{
+  for (guint i = 0; i < q->connections->len; i++)
+    {
+      Connection *c = g_ptr_array_index (q->connections, i);
+      if (c->transport == NULL)
+        continue;
+      if (c->transport->spec.accepts == NULL
+          || c->transport->spec.accepts (e->sender, e->recipient, c->transport->spec.user_data))
+        return c;
+    }
+  return NULL;
+}
+
+static gboolean
+connection_may_send (const Connection *c, gint64 now)
+{
+  if (pb_schedule_is_denied (c->schedule, now))
+    return FALSE;
+  return c->config->send_immediately || c->firing;
+}
+
+/* ---- delivery ---- */
+
+typedef struct {
+  PbGeneration *gen;          /* a reference */
+  PbQueue *queue;             /* valid while gen is current or the manager is alive */
+  GPtrArray *entries;         /* Entry * */
+  char *busy_key;
+  PbTransport *transport;
+  char *mail_from;
+} Attempt;
+
+static void attempt_free (Attempt *a)
+{
+  for (guint i = 0; i < a->entries->len; i++)
+    g_hash_table_remove (in_flight, &((Entry *) g_ptr_array_index (a->entries, i))->id);
+  g_ptr_array_unref (a->entries);
+  if (a->busy_key != NULL)
+    {
+      guint n = GPOINTER_TO_UINT (g_hash_table_lookup (busy, a->busy_key));
+      if (n <= 1)
+        g_hash_table_remove (busy, a->busy_key);
+      else
+        g_hash_table_insert (busy, g_strdup (a->busy_key), GUINT_TO_POINTER (n - 1));
+      g_free (a->busy_key);
+    }
+  g_free (a->mail_from);
+  pb_generation_unref (a->gen);
+  g_free (a);
+}
+
+static gint64
+retry_delay (PbGeneration *gen, guint attempts)
+{
+  /* VPOP3's "Sender Retry": the Nth retry waits the Nth interval; past the
+   * end of the list, the last one repeats. */
+  const GArray *schedule = gen->core_retry;
+  guint n = schedule->len;
+  gint64 ms = n > 0 ? g_array_index (schedule, gint64, MIN (attempts, n) - 1) : 300000;
+  return MAX (ms / 1000, 1);
+}
+
+static void
+record (PbGeneration *gen, const char *op, GVariant *args)
+{
+  pb_store_request_gen (gen, op, args, NULL, NULL);
+}
+
+static void
+delivery_done (PbDelivery *d, gpointer data)
+{
+  Attempt *a = data;
+  PbGeneration *gen = a->gen;
+  gint64 now = now_unix ();
+  g_autoptr (GPtrArray) failed = g_ptr_array_new ();   /* Entry * bounced now */
+  g_autoptr (GPtrArray) replies = g_ptr_array_new_with_free_func (g_free);
+
+  for (guint i = 0; i < d->n_recipients; i++)
+    {
+      Entry *e = g_ptr_array_index (a->entries, i);
+      PbDeliveryResult *r = &d->results[i];
+      g_autofree char *reply = NULL;
+      guint attempts = e->attempts + 1;
+
+      if (r->code == 0)
+        reply = g_strdup ("451 4.4.0 no result from the transport");
+      else
+        reply = g_strdup_printf ("%u%s%s%s%s", r->code, r->enhanced != NULL ? " " : "",
+                                 r->enhanced != NULL ? r->enhanced : "", r->text != NULL ? " " : "",
+                                 r->text != NULL ? r->text : "");
+      record (gen, "queue.attempt", g_variant_new ("(txss)", e->id, now, a->transport->name, reply));
+
+      if (r->code >= 200 && r->code < 300)
+        {
+          record (gen, "queue.result", g_variant_new ("(tsusx)", e->id, "delivered", attempts, reply, (gint64) 0));
+          pb_log_session ("pillarbox", G_LOG_LEVEL_INFO, NULL, e->queue_id, "to=<%s> via %s: delivered: %s",
+                          e->recipient, a->transport->name, reply);
+        }
+      else if (r->code >= 500)
+        {
+          record (gen, "queue.result", g_variant_new ("(tsusx)", e->id, "bounced", attempts, reply, (gint64) 0));
+          pb_log_session ("pillarbox", G_LOG_LEVEL_INFO, NULL, e->queue_id, "to=<%s> via %s: bounced: %s",
+                          e->recipient, a->transport->name, reply);
+          g_ptr_array_add (failed, e);
+          g_ptr_array_add (replies, g_steal_pointer (&reply));
+        }
+      else if (now - e->queued_at >= gen->core->max_queue_lifetime / 1000)
+        {
+          g_autofree char *why = g_strdup_printf ("%s (gave up after %u attempts: the message was queued too long)",
+                                                  reply, attempts);
+          record (gen, "queue.result", g_variant_new ("(tsusx)", e->id, "bounced", attempts, why, (gint64) 0));
+          pb_log_session ("pillarbox", G_LOG_LEVEL_INFO, NULL, e->queue_id, "to=<%s>: expired: %s", e->recipient,
+                          reply);
+          g_ptr_array_add (failed, e);
+          g_ptr_array_add (replies, g_steal_pointer (&why));
+        }
+      else
+        {
+          gint64 next = now + retry_delay (gen, attempts);
+          record (gen, "queue.result", g_variant_new ("(tsusx)", e->id, "deferred", attempts, reply, next));
+          pb_log_session ("pillarbox", G_LOG_LEVEL_INFO, NULL, e->queue_id,
+                          "to=<%s> via %s: deferred (attempt %u, next in %" G_GINT64_FORMAT " s): %s", e->recipient,
+                          a->transport->name, attempts, next - now, reply);
+        }
+    }
+  for (guint i = 0; i < failed->len; i++)
+    {
+      Entry *e = g_ptr_array_index (failed, i);
+      pb_bounce_send (gen, e->queue_id, e->sender, e->recipient, e->orcpt, e->notify,
+                      g_ptr_array_index (replies, i), a->transport->name);
+    }
+  /* Results are recorded; the next scan (soon) picks what is still due. */
+  if (a->queue != NULL && !a->queue->stopped && gen == pb_generation_get_current ())
+    pb_queue_kick (a->queue);
+  attempt_free (a);
+}
+
+static void
+attempt_hooks_done (PbPolicyRequest *req, const PbVerdict *verdict, gpointer data)
+{
+  Attempt *a = data;
+  const char *from = pb_policy_request_get_field (req, "mail-from");
+  g_autoptr (GPtrArray) rcpts = g_ptr_array_new ();
+  g_autoptr (GPtrArray) notify = g_ptr_array_new ();
+  g_autoptr (GPtrArray) orcpt = g_ptr_array_new ();
+  Entry *first = g_ptr_array_index (a->entries, 0);
+  PbDelivery *d;
+
+  for (guint i = 0; i < a->entries->len; i++)
+    {
+      Entry *e = g_ptr_array_index (a->entries, i);
+      g_ptr_array_add (rcpts, e->recipient);
+      g_ptr_array_add (notify, e->notify);
+      g_ptr_array_add (orcpt, e->orcpt);
+    }
+  g_ptr_array_add (rcpts, NULL);
+  g_ptr_array_add (notify, NULL);
+  g_ptr_array_add (orcpt, NULL);
+  d = pb_delivery_new (a->transport->module, first->queue_id, from != NULL ? from : first->sender,
+                       domain_of (first->recipient), first->size, (const char *const *) rcpts->pdata,
+                       delivery_done, a);
+  pb_delivery_set_dsn (d, NULL, NULL, (const char *const *) notify->pdata, (const char *const *) orcpt->pdata);
+  if (verdict->kind == PB_VERDICT_REJECT || verdict->kind == PB_VERDICT_TEMPFAIL)
+    {
+      /* A delivery-attempt hook refused: record its answer as the result. */
+      for (guint i = 0; i < d->n_recipients; i++)
+        pb_delivery_set_result (d, i, verdict->code != 0 ? verdict->code : (verdict->kind == PB_VERDICT_REJECT ? 550 : 451),
+                                verdict->enhanced, verdict->text != NULL ? verdict->text : "refused by policy");
+      pb_delivery_complete (d);
+      return;
+    }
+  a->transport->spec.deliver (d, a->transport->spec.user_data);
+}
+
+static void
+queue_start_attempt (PbQueue *q, Connection *c, GPtrArray *group)
+{
+  Attempt *a = g_new0 (Attempt, 1);
+  Entry *first;
+  PbPolicyRequest *req;
+  guint n;
+
+  a->gen = pb_generation_ref (q->gen);
+  a->queue = q;
+  a->transport = c->transport;
+  a->entries = g_ptr_array_new_with_free_func (entry_free);
+  while (group->len > 0)
+    {
+      Entry *e = g_ptr_array_steal_index (group, 0);
+      g_ptr_array_add (a->entries, e);
+      g_hash_table_add (in_flight, g_memdup2 (&e->id, sizeof e->id));
+    }
+  first = g_ptr_array_index (a->entries, 0);
+  a->busy_key = g_strdup_printf ("%s %s", c->transport->name, domain_of (first->recipient));
+  n = GPOINTER_TO_UINT (g_hash_table_lookup (busy, a->busy_key));
+  g_hash_table_insert (busy, g_strdup (a->busy_key), GUINT_TO_POINTER (n + 1));
+
+  req = pb_policy_request_new (NULL, PB_STAGE_DELIVERY_ATTEMPT);
+  pb_policy_request_set_field (req, "mail-from", first->sender);
+  pb_policy_request_set_field (req, "queue-id", first->queue_id);
+  pb_policy_request_set_field (req, "transport", c->transport->name);
+  pb_policy_request_set_field (req, "destination", domain_of (first->recipient));
+  pb_policy_request_run (req, attempt_hooks_done, a);
+  pb_policy_request_unref (req);
+}
+
+static gint
+compare_order (gconstpointer pa, gconstpointer pb, gpointer data)
+{
+  const Entry *a = *(Entry *const *) pa;
+  const Entry *b = *(Entry *const *) pb;
+  gint order = GPOINTER_TO_INT (data);
+
+  if (order == 1 && a->size != b->size)   /* smallest first */
+    return a->size < b->size ? -1 : 1;
+  if (a->queued_at != b->queued_at)
+    return (order == 2 ? -1 : 1) * (a->queued_at < b->queued_at ? -1 : 1);
+  return a->id < b->id ? -1 : a->id > b->id;
+}
+
+static void
+queue_due_done (GVariant *result, const GError *error, gpointer data)
+{
+  PbQueue *q = data;
+  g_autoptr (GPtrArray) entries = g_ptr_array_new_with_free_func (entry_free_nullable);
+  g_autoptr (GHashTable) groups = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
+  g_autoptr (GPtrArray) order = g_ptr_array_new_with_free_func (group_free);
+  gint64 now = now_unix ();
+  GVariantIter it;
+
+  q->scanning = FALSE;
+  if (q->stopped)
+    return;
+  if (error != NULL)
+    {
+      if (!g_error_matches (error, PB_STORE_ERROR_DOMAIN, PB_STORE_ERROR_NO_BACKEND))
+        g_warning ("queue: cannot read the queue: %s", error->message);
+      return;
+    }
+  g_variant_iter_init (&it, result);
+  {
+    guint64 id;
+    const char *qid, *sender, *rcpt, *notify, *orcpt;
+    gint64 size, queued;
+    guint32 attempts;
+    while (g_variant_iter_next (&it, "(t&s&s&sxux&s&s)", &id, &qid, &sender, &rcpt, &size, &attempts, &queued,
+                                &notify, &orcpt))
+      {
+        Entry *e;
+        if (g_hash_table_contains (in_flight, &id))
+          continue;
+        e = g_new0 (Entry, 1);
+        e->id = id;
+        e->queue_id = g_strdup (qid);
+        e->sender = g_strdup (sender);
+        e->recipient = g_strdup (rcpt);
+        e->size = size;
+        e->attempts = attempts;
+        e->queued_at = queued;
+        e->notify = g_strdup (notify);
+        e->orcpt = g_strdup (orcpt);
+        g_ptr_array_add (entries, e);
+      }
+  }
+  g_ptr_array_sort_with_data (entries, compare_order, GINT_TO_POINTER (q->gen->core->queue_order));
+
+  /* Group by connection, message and destination domain, keeping the order. */
+  for (guint i = 0; i < entries->len; i++)
+    {
+      Entry *e = g_ptr_array_index (entries, i);
+      Connection *c = route_entry (q, e);
+      g_autofree char *key = NULL;
+      Group *group;
+
+      if (c == NULL)
+        {
+          if (!q->warned_no_transport)
+            g_warning ("queue: no connection's transport takes mail for <%s>; it stays queued "
+                       "(enable relay-sender or mx-sender, and see [connection] in pillarbox.conf(5))", e->recipient);
+          q->warned_no_transport = TRUE;
+          continue;
+        }
+      if (!connection_may_send (c, now))
+        continue;
+      key = g_strdup_printf ("%s %s %s", c->name, e->queue_id, domain_of (e->recipient));
+      group = g_hash_table_lookup (groups, key);
+      if (group == NULL)
+        {
+          group = g_new0 (Group, 1);
+          group->connection = c;
+          group->entries = g_ptr_array_new_with_free_func (entry_free);
+          g_hash_table_insert (groups, g_steal_pointer (&key), group);
+          g_ptr_array_add (order, group);
+        }
+      if (group->entries->len < QUEUE_MAX_RCPTS)
+        {
+          g_ptr_array_index (entries, i) = NULL;
+          g_ptr_array_add (group->entries, e);
+        }
+    }
+
+  for (guint i = 0; i < order->len; i++)
+    {
+      Group *group = g_ptr_array_index (order, i);
+      Entry *first = g_ptr_array_index (group->entries, 0);
+      g_autofree char *busy_key = g_strdup_printf ("%s %s", group->connection->transport->name,
+                                                   domain_of (first->recipient));
+
+      /* Per-destination concurrency: the rest waits for the next scan, which
+       * every finished delivery triggers. */
+      if (GPOINTER_TO_UINT (g_hash_table_lookup (busy, busy_key)) >= (guint) q->gen->core->destination_concurrency)
+        continue;
+      queue_start_attempt (q, group->connection, group->entries);
+    }
+}
+
+static void
+queue_scan (PbQueue *q)
+{
+  if (q->scanning || q->stopped)
+    {
+      q->rescan = TRUE;
+      return;
+    }
+  q->scanning = TRUE;
+  pb_store_request_gen (q->gen, "queue.due", g_variant_new ("(xu)", now_unix (), (guint32) QUEUE_SCAN_LIMIT),
+                        queue_due_done, q);
+}
+
+static gboolean
+queue_kick_idle (gpointer data)
+{
+  PbQueue *q = data;
+  q->kick_idle = 0;
+  queue_scan (q);
+  return G_SOURCE_REMOVE;
+}
+
+void
+pb_queue_kick (PbQueue *q)
+{
+  if (q == NULL || q->stopped || q->kick_idle != 0)
+    return;
+  /* An idle coalesces the kicks of a burst of commits into one scan. */
+  q->kick_idle = g_timeout_add (50, queue_kick_idle, q);
+}
+
+static gboolean
+queue_periodic (gpointer data)
+{
+  queue_scan (data);
+  return G_SOURCE_CONTINUE;
+}
+
+/* ---- connections firing ---- */
+
+static void connection_arm (PbQueue *q, Connection *c);
+
+static void
+collector_done (PbCollectorRun *run, const GError *error, gpointer data)
+{
+  if (error != NULL)
+    g_warning ("collector %s: %s", pb_collector_run_get_name (run), error->message);
+  else
+    g_info ("collector %s: done", pb_collector_run_get_name (run));
+}
+
+static gboolean
+connection_unfire (gpointer data)
+{
+  Connection *c = data;
+  c->firing = FALSE;
+  return G_SOURCE_REMOVE;
+}
+
+void
+pb_queue_fire (PbQueue *q, const char *name)
+{
+  for (guint i = 0; i < q->connections->len; i++)
+    {
+      Connection *c = g_ptr_array_index (q->connections, i);
+
+      if (name != NULL ? strcmp (c->name, name) != 0 : !c->config->is_default)
+        continue;
+      g_info ("connection %s fires", c->name);
+      c->last_fired = now_unix ();
+      if (c->transport != NULL)
+        {
+          /* Everything due goes now, even if send-immediately is off; deny windows still hold. */
+          c->firing = TRUE;
+          g_timeout_add_seconds (60, connection_unfire, c);
+          queue_scan (q);
+        }
+      for (guint k = 0; c->config->collectors[k] != NULL; k++)
+        {
+          PbCollector *col = NULL;
+          for (guint j = 0; j < q->gen->collectors->len; j++)
+            if (strcmp (((PbCollector *) g_ptr_array_index (q->gen->collectors, j))->name,
+                        c->config->collectors[k]) == 0)
+              col = g_ptr_array_index (q->gen->collectors, j);
+          if (col == NULL)
+            {
+              g_warning ("connection %s: no collector named %s", c->name, c->config->collectors[k]);
+              continue;
+            }
+          col->spec.run (pb_collector_run_new (col->name, collector_done, NULL), col->spec.user_data);
+        }
+    }
+}
+
+static gboolean
+connection_timer (gpointer data)
+{
+  Connection *c = data;
+
+  c->timer = 0;
+  if (!c->queue->stopped)
+    {
+      pb_queue_fire (c->queue, c->name);
+      connection_arm (c->queue, c);
+    }
+  return G_SOURCE_REMOVE;
+}
+
+static void
+connection_arm (PbQueue *q, Connection *c)
+{
+  gint64 now = now_unix ();
+  gint64 next = pb_schedule_next (c->schedule, now);
+
+  if (c->timer != 0)
+    g_source_remove (c->timer);
+  c->timer = next > 0 ? g_timeout_add_seconds ((guint) MAX (next - now, 1), connection_timer, c) : 0;
+}
+
+gint64
+pb_queue_connection_next (PbQueue *q, const char *name)
+{
+  for (guint i = 0; i < q->connections->len; i++)
+    {
+      Connection *c = g_ptr_array_index (q->connections, i);
+      if (strcmp (c->name, name) == 0)
+        return pb_schedule_next (c->schedule, now_unix ());
+    }
+  return 0;
+}
+
+/* ---- life cycle ---- */
+
+PbQueue *
+pb_queue_new (PbGeneration *gen, GError **error)
+{
+  PbQueue *q = g_new0 (PbQueue, 1);
+  const char *const *names = NULL;
+  const void *const *configs = gen->connections != NULL ? (const void *const *) gen->connections->configs->pdata : NULL;
+
+  if (in_flight == NULL)
+    {
+      in_flight = g_hash_table_new_full (g_int64_hash, g_int64_equal, g_free, NULL);
+      busy = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
+    }
+  q->gen = gen;
+  q->connections = g_ptr_array_new_with_free_func (connection_free);
+  if (gen->connections != NULL)
+    names = (const char *const *) gen->connections->names->pdata;
+  for (guint i = 0; configs != NULL && configs[i] != NULL; i++)
+    {
+      const PbConnectionConfig *cfg = configs[i];
+      Connection *c = g_new0 (Connection, 1);
+      g_autofree char *why = NULL;
+
+      c->queue = q;
+      c->name = g_strdup (names[i]);
+      c->config = cfg;
+      c->schedule = pb_schedule_parse (cfg->schedule, &why);
+      g_ptr_array_add (q->connections, c);
+      if (*cfg->sender != '\0')
+        {
+          c->transport = find_transport (gen, cfg->sender);
+          if (c->transport == NULL)
+            {
+              g_set_error (error, PB_CORE_ERROR, PB_CORE_ERROR_CONFIG,
+                           "connection %s: no transport named '%s' (is its module enabled?)", c->name, cfg->sender);
+              pb_queue_free (q);
+              return NULL;
+            }
+        }
+    }
+  /* Without [connection] groups: one implicit connection, always on, through
+   * the only transport (or the first one registered). */
+  if (q->connections->len == 0 && gen->transports->len > 0)
+    {
+      static char *none[] = { NULL };
+      static const PbConnectionConfig implicit = { (char *) "", none, TRUE, (char *) "", TRUE };
+      Connection *c = g_new0 (Connection, 1);
+      c->queue = q;
+      c->name = g_strdup ("default");
+      c->config = &implicit;
+      c->transport = g_ptr_array_index (gen->transports, 0);
+      g_ptr_array_add (q->connections, c);
+      if (gen->transports->len > 1)
+        g_message ("queue: several transports and no [connection]: mail goes through %s", c->transport->name);
+    }
+  return q;
+}
+
+void
+pb_queue_start (PbQueue *q)
+{
+  for (guint i = 0; i < q->connections->len; i++)
+    connection_arm (q, g_ptr_array_index (q->connections, i));
+  q->scan_timer = g_timeout_add_seconds ((guint) MAX (q->gen->core->queue_scan_interval / 1000, 1), queue_periodic, q);
+  pb_queue_kick (q);
+}
+
+void
+pb_queue_stop (PbQueue *q)
+{
+  if (q == NULL || q->stopped)
+    return;
+  /* Deliveries in flight finish and record their results; nothing new starts. */
+  q->stopped = TRUE;
+  if (q->scan_timer != 0)
+    g_source_remove (q->scan_timer);
+  if (q->kick_idle != 0)
+    g_source_remove (q->kick_idle);
+  q->scan_timer = q->kick_idle = 0;
+  for (guint i = 0; i < q->connections->len; i++)
+    {
+      Connection *c = g_ptr_array_index (q->connections, i);
+      if (c->timer != 0)
+        g_source_remove (c->timer);
+      c->timer = 0;
+    }
+}
+
+void
+pb_queue_free (PbQueue *q)
+{
+  if (q == NULL)
+    return;
+  pb_queue_stop (q);
+  g_ptr_array_unref (q->connections);
+  g_free (q);
+}
