@@ -124,6 +124,7 @@ tests_fixtures_example_la_LIBADD = $(FIXTURE_LIBADD)
 # Integration tests: the real daemon on loopback ports, real clients.
 INTEGRATION_TESTS = \
 	tests/integration/test-daemon.py \
+	tests/integration/test-directory.py \
 	tests/integration/test-example-plugin.sh
 TESTS += $(INTEGRATION_TESTS)
 
