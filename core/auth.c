@@ -152,11 +152,32 @@ auth_work (gpointer data, gpointer pool_data)
 }
 
 static void
+auth_prepare_work (gpointer data, gpointer pool_data)
+{
+  dummy_hash_get ();
+}
+
+static void
 auth_submit (AuthJob *job)
 {
   if (auth_pool == NULL)
-    auth_pool = g_thread_pool_new (auth_work, NULL, AUTH_THREADS, FALSE, NULL);
+    pb_auth_prepare ();
   g_thread_pool_push (auth_pool, job, NULL);
+}
+
+void
+pb_auth_prepare (void)
+{
+  GThreadPool *first;
+
+  if (auth_pool != NULL)
+    return;
+  /* The dummy hash for unknown users is made now, before any client asks,
+   * so not even the first unknown user takes longer than a wrong password. */
+  first = g_thread_pool_new (auth_prepare_work, NULL, 1, FALSE, NULL);
+  g_thread_pool_push (first, GINT_TO_POINTER (1), NULL);
+  g_thread_pool_free (first, FALSE, FALSE);
+  auth_pool = g_thread_pool_new (auth_work, NULL, AUTH_THREADS, FALSE, NULL);
 }
 
 static void

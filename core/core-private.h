@@ -237,6 +237,8 @@ PB_PRIVATE void pb_auth_verify_gen (PbGeneration *gen, const char *user, const c
  * string or an error message. */
 typedef void (*PbHashFunc) (const char *hash, const char *error, gpointer user_data);
 PB_PRIVATE void pb_password_hash (const char *password, PbHashFunc done, gpointer user_data);
+/* Starts the hashing threads and makes the unknown-user hash (at start, after privileges are dropped). */
+PB_PRIVATE void pb_auth_prepare (void);
 /* Registers the directory commands (domain, user, alias, list, mailbox). */
 PB_PRIVATE void pb_dircmds_register (PbGeneration *gen);
 /* Registers queue and connect-now. */

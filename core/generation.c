@@ -921,6 +921,8 @@ pb_generation_start (PbGeneration *gen, GError **error)
 {
   if (!pb_generation_load_tls (gen, TRUE, error))
     return FALSE;
+  if (gen->storage_module != NULL)
+    pb_auth_prepare ();
 
   for (guint i = 0; i < gen->modules->len; i++)
     {
