@@ -3,6 +3,7 @@
 #include "config.h"
 #include "core-private.h"
 
+#include <string.h>
 #include <unistd.h>
 
 static gboolean (*reload_func) (char **errors);
@@ -97,9 +98,8 @@ listeners_variant (PbGeneration *gen, GString *text)
 }
 
 static void
-cmd_status (PbControlRequest *req, gpointer user_data)
+status_reply (PbControlRequest *req, PbGeneration *gen, GVariant *queue_list)
 {
-  PbGeneration *gen = pb_generation_get_current ();
   g_autoptr (GString) text = g_string_new (NULL);
   g_autoptr (GString) mods = g_string_new (NULL);
   g_autoptr (GString) lis = g_string_new (NULL);
@@ -142,7 +142,70 @@ cmd_status (PbControlRequest *req, gpointer user_data)
   g_string_append_printf (text, "modules (%u):\n%s", gen->modules->len, gen->modules->len > 0 ? mods->str : "  none\n");
   g_string_append_printf (text, "listeners (%u):\n%s", gen->listeners->len,
                           gen->listeners->len > 0 ? lis->str : "  none\n");
+  {
+    g_autoptr (GString) conns = g_string_new (NULL);
+    GVariant *connections = pb_queue_describe (gen->queue, conns);
+    GVariantBuilder qb;
+    guint pending = 0, deferred = 0, delivered = 0, bounced = 0;
+
+    g_variant_builder_add (&b, "{sv}", "connections", connections);
+    if (queue_list != NULL)
+      {
+        GVariantIter it;
+        const char *state;
+        g_variant_iter_init (&it, queue_list);
+        while (g_variant_iter_next (&it, "(&s&s&sx&sxx&s)", NULL, NULL, NULL, NULL, &state, NULL, NULL, NULL))
+          {
+            if (strcmp (state, "pending") == 0) pending++;
+            else if (strcmp (state, "deferred") == 0) deferred++;
+            else if (strcmp (state, "delivered") == 0) delivered++;
+            else if (strcmp (state, "bounced") == 0) bounced++;
+          }
+        g_variant_builder_init (&qb, G_VARIANT_TYPE ("a{su}"));
+        g_variant_builder_add (&qb, "{su}", "pending", pending);
+        g_variant_builder_add (&qb, "{su}", "deferred", deferred);
+        g_variant_builder_add (&qb, "{su}", "delivered", delivered);
+        g_variant_builder_add (&qb, "{su}", "bounced", bounced);
+        g_variant_builder_add (&b, "{sv}", "queue", g_variant_builder_end (&qb));
+        g_string_append_printf (text, "queue:       %u pending, %u deferred (%u delivered, %u bounced kept)\n",
+                                pending, deferred, delivered, bounced);
+      }
+    g_string_append_printf (text, "connections:\n%s", conns->len > 0 ? conns->str : "  none\n");
+  }
   pb_control_request_reply (req, g_variant_builder_end (&b), text->str);
+}
+
+typedef struct {
+  PbControlRequest *req;
+  PbGeneration *gen;
+} StatusCall;
+
+static void
+status_queue_done (GVariant *result, const GError *error, gpointer data)
+{
+  StatusCall *call = data;
+
+  status_reply (call->req, call->gen, error == NULL ? result : NULL);
+  pb_control_request_unref (call->req);
+  pb_generation_unref (call->gen);
+  g_free (call);
+}
+
+static void
+cmd_status (PbControlRequest *req, gpointer user_data)
+{
+  PbGeneration *gen = pb_generation_get_current ();
+  StatusCall *call;
+
+  if (gen->storage_module == NULL)
+    {
+      status_reply (req, gen, NULL);
+      return;
+    }
+  call = g_new0 (StatusCall, 1);
+  call->req = pb_control_request_ref (req);
+  call->gen = pb_generation_ref (gen);
+  pb_store_request_gen (gen, "queue.list", NULL, status_queue_done, call);
 }
 
 static void

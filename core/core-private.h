@@ -257,6 +257,8 @@ PB_PRIVATE void pb_queue_kick (PbQueue *queue);
 /* Fires the connection NAME, or the default connections when NAME is NULL. */
 PB_PRIVATE void pb_queue_fire (PbQueue *queue, const char *name);
 PB_PRIVATE gint64 pb_queue_connection_next (PbQueue *queue, const char *name);
+/* Every connection: name, sender, state (idle, sending, held), next run; a text table into TEXT. */
+PB_PRIVATE GVariant *pb_queue_describe (PbQueue *queue, GString *text);
 /* Entries separated by ';'. */
 PB_PRIVATE PbSchedule *pb_schedule_parse (const char *text, char **error);
 PB_PRIVATE void pb_schedule_free (PbSchedule *schedule);

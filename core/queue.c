@@ -68,6 +68,7 @@ typedef struct {
   guint timer;                /* the next scheduled firing */
   gboolean firing;            /* a scheduled or manual run is delivering everything due */
   gint64 last_fired;
+  guint sending;              /* deliveries in flight */
 } Connection;
 
 typedef struct {
@@ -194,7 +195,8 @@ connection_may_send (const Connection *c, gint64 now)
 
 typedef struct {
   PbGeneration *gen;          /* a reference */
-  PbQueue *queue;             /* valid while gen is current or the manager is alive */
+  PbQueue *queue;             /* alive as long as gen */
+  Connection *connection;
   GPtrArray *entries;         /* Entry * */
   char *busy_key;
   PbTransport *transport;
@@ -203,6 +205,7 @@ typedef struct {
 
 static void attempt_free (Attempt *a)
 {
+  a->connection->sending--;
   for (guint i = 0; i < a->entries->len; i++)
     g_hash_table_remove (in_flight, &((Entry *) g_ptr_array_index (a->entries, i))->id);
   g_ptr_array_unref (a->entries);
@@ -353,6 +356,8 @@ queue_start_attempt (PbQueue *q, Connection *c, GPtrArray *group)
 
   a->gen = pb_generation_ref (q->gen);
   a->queue = q;
+  a->connection = c;
+  c->sending++;
   a->transport = c->transport;
   a->entries = g_ptr_array_new_with_free_func (entry_free);
   while (group->len > 0)
@@ -713,4 +718,38 @@ pb_queue_free (PbQueue *q)
   pb_queue_stop (q);
   g_ptr_array_unref (q->connections);
   g_free (q);
+}
+
+GVariant *
+pb_queue_describe (PbQueue *q, GString *text)
+{
+  GVariantBuilder b;
+  gint64 now = now_unix ();
+
+  g_variant_builder_init (&b, G_VARIANT_TYPE ("aa{sv}"));
+  for (guint i = 0; q != NULL && i < q->connections->len; i++)
+    {
+      Connection *c = g_ptr_array_index (q->connections, i);
+      gint64 next = pb_schedule_next (c->schedule, now);
+      const char *state = c->sending > 0 ? "sending" : pb_schedule_is_denied (c->schedule, now) ? "held (deny window)"
+                                                                                            : "idle";
+      GVariantBuilder cb;
+      g_autoptr (GDateTime) t = next > 0 ? g_date_time_new_from_unix_local (next) : NULL;
+      g_autofree char *next_text = t != NULL ? g_date_time_format (t, "%Y-%m-%d %H:%M") : NULL;
+
+      g_variant_builder_init (&cb, G_VARIANT_TYPE ("a{sv}"));
+      g_variant_builder_add (&cb, "{sv}", "name", g_variant_new_string (c->name));
+      g_variant_builder_add (&cb, "{sv}", "sender", g_variant_new_string (c->transport != NULL ? c->transport->name : ""));
+      g_variant_builder_add (&cb, "{sv}", "state", g_variant_new_string (state));
+      g_variant_builder_add (&cb, "{sv}", "deliveries", g_variant_new_uint32 (c->sending));
+      g_variant_builder_add (&cb, "{sv}", "send_immediately", g_variant_new_boolean (c->config->send_immediately));
+      g_variant_builder_add (&cb, "{sv}", "next_run", g_variant_new_int64 (next));
+      g_variant_builder_add (&b, "a{sv}", &cb);
+      if (text != NULL)
+        g_string_append_printf (text, "  %-16s %-8s %-20s %s%s%s\n", c->name,
+                                c->transport != NULL ? c->transport->name : "-", state,
+                                c->config->send_immediately ? "sends at once" : "sends on schedule",
+                                next_text != NULL ? "; next run " : "", next_text != NULL ? next_text : "");
+    }
+  return g_variant_builder_end (&b);
 }
