@@ -4,7 +4,15 @@
 # overwrites an administrator's edits; uninstall removes only unmodified files.
 
 CONFD_FILES = \
-	conf.d/00-core.conf
+	conf.d/00-core.conf \
+	conf.d/10-storage-sqlite.conf \
+	conf.d/20-smtp-server.conf \
+	conf.d/30-pop3-server.conf \
+	conf.d/40-load-limit.conf \
+	conf.d/41-ids.conf \
+	conf.d/42-rate-cap.conf \
+	conf.d/50-relay-sender.conf \
+	conf.d/51-mx-sender.conf
 EXTRA_DIST += $(CONFD_FILES)
 confddir = $(sysconfdir)/pillarbox/conf.d
 

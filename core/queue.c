@@ -15,7 +15,7 @@
 
 const PbSetting pb_connection_settings[] = {
   PB_SETTING_STRING (PbConnectionConfig, sender, "sender", "",
-                     "The transport that sends this connection's mail (relay or mx); empty for a "
+                     "The transport that sends this connection's mail (relay-sender or mx-sender); empty for a "
                      "connection that only collects."),
   PB_SETTING_STRING_LIST (PbConnectionConfig, collectors, "collectors", "",
                           "The collectors (remote POP3 mailboxes) run when the connection fires."),
@@ -110,6 +110,8 @@ typedef struct {
   gint64 queued_at;
   char *notify;
   char *orcpt;
+  char *ret;
+  char *envid;
 } Entry;
 
 static void
@@ -121,6 +123,8 @@ entry_free (gpointer p)
   g_free (e->recipient);
   g_free (e->notify);
   g_free (e->orcpt);
+  g_free (e->ret);
+  g_free (e->envid);
   g_free (e);
 }
 
@@ -333,7 +337,8 @@ attempt_hooks_done (PbPolicyRequest *req, const PbVerdict *verdict, gpointer dat
   d = pb_delivery_new (a->transport->module, first->queue_id, from != NULL ? from : first->sender,
                        domain_of (first->recipient), first->size, (const char *const *) rcpts->pdata,
                        delivery_done, a);
-  pb_delivery_set_dsn (d, NULL, NULL, (const char *const *) notify->pdata, (const char *const *) orcpt->pdata);
+  pb_delivery_set_dsn (d, *first->ret != '\0' ? first->ret : NULL, *first->envid != '\0' ? first->envid : NULL,
+                       (const char *const *) notify->pdata, (const char *const *) orcpt->pdata);
   if (verdict->kind == PB_VERDICT_REJECT || verdict->kind == PB_VERDICT_TEMPFAIL)
     {
       /* A delivery-attempt hook refused: record its answer as the result. */
@@ -416,11 +421,11 @@ queue_due_done (GVariant *result, const GError *error, gpointer data)
   g_variant_iter_init (&it, result);
   {
     guint64 id;
-    const char *qid, *sender, *rcpt, *notify, *orcpt;
+    const char *qid, *sender, *rcpt, *notify, *orcpt, *ret, *envid;
     gint64 size, queued;
     guint32 attempts;
-    while (g_variant_iter_next (&it, "(t&s&s&sxux&s&s)", &id, &qid, &sender, &rcpt, &size, &attempts, &queued,
-                                &notify, &orcpt))
+    while (g_variant_iter_next (&it, "(t&s&s&sxux&s&s&s&s)", &id, &qid, &sender, &rcpt, &size, &attempts, &queued,
+                                &notify, &orcpt, &ret, &envid))
       {
         Entry *e;
         if (g_hash_table_contains (in_flight, &id))
@@ -435,6 +440,8 @@ queue_due_done (GVariant *result, const GError *error, gpointer data)
         e->queued_at = queued;
         e->notify = g_strdup (notify);
         e->orcpt = g_strdup (orcpt);
+        e->ret = g_strdup (ret);
+        e->envid = g_strdup (envid);
         g_ptr_array_add (entries, e);
       }
   }

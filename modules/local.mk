@@ -12,3 +12,6 @@ include modules/pop3-server/local.mk
 include modules/load-limit/local.mk
 include modules/ids/local.mk
 include modules/rate-cap/local.mk
+include modules/smtp-client/local.mk
+include modules/relay-sender/local.mk
+include modules/mx-sender/local.mk

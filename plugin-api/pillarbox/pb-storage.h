@@ -345,9 +345,10 @@ PB_API void pb_store_message_read (PbModule *module, const char *message_id, gin
  * The queue manager (core) is the only writer of queue state.
  * - `queue.list` `()` → `a(sssxsxxs)` queue id, sender, recipient, size, state,
  *   attempts, next attempt (unix), last reply
- * - `queue.due` `(xu)` now (unix), limit → `a(tsssxuxss)` entry id, queue id, sender,
- *   recipient, size, attempts, queued at (unix), DSN notify, DSN orcpt: pending
- *   and deferred entries whose next attempt is due, oldest message first
+ * - `queue.due` `(xu)` now (unix), limit → `a(tsssxuxssss)` entry id, queue id, sender,
+ *   recipient, size, attempts, queued at (unix), DSN notify, DSN orcpt, DSN ret,
+ *   DSN envid: pending and deferred entries whose next attempt is due, oldest
+ *   message first
  * - `queue.result` `(tsusx)` entry id, new state, attempts, last reply, next attempt
  *   (unix, for "deferred") → nothing; a message whose entries are all final and
  *   that no mailbox entry references is deleted
