@@ -125,6 +125,7 @@ tests_fixtures_example_la_LIBADD = $(FIXTURE_LIBADD)
 INTEGRATION_TESTS = \
 	tests/integration/test-daemon.py \
 	tests/integration/test-directory.py \
+	tests/integration/test-outbound.py \
 	tests/integration/test-example-plugin.sh
 TESTS += $(INTEGRATION_TESTS)
 
@@ -136,6 +137,6 @@ EXTRA_DIST += \
 	tests/integration/pbtest.py \
 	$(INTEGRATION_TESTS)
 
-# test-example-plugin runs `make install DESTDIR=...` in the build tree: it must
-# not run beside tests that execute what that install may relink.
-tests/integration/test-example-plugin.log: $(UNIT_TESTS:=.log) tests/unit/headers.log tests/integration/test-daemon.log
+# test-example-plugin runs `make install DESTDIR=...` in the build tree, which
+# relinks the modules: it runs last, after every other test.
+tests/integration/test-example-plugin.log: $(filter-out tests/integration/test-example-plugin.log,$(TEST_LOGS))

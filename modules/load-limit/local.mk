@@ -43,4 +43,3 @@ EXTRA_DIST += \
 tests/integration/test-policy.log tests/integration/test-policy-load.log: \
 	modules/load-limit.la modules/ids.la modules/rate-cap.la tests/fixtures/fx-events.la
 # test-example-plugin runs `make install` in the build tree (see tests/local.mk): not beside these.
-tests/integration/test-example-plugin.log: tests/integration/test-policy.log tests/integration/test-policy-load.log

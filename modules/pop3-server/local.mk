@@ -42,4 +42,3 @@ EXTRA_DIST += \
 # fixture must be built first, and test-example-plugin's `make install` (which may relink
 # them) must not run beside it.
 tests/integration/test-pop3.log: modules/pop3-server.la modules/storage-sqlite.la tests/fixtures/fx-deliver.la
-tests/integration/test-example-plugin.log: tests/integration/test-pop3.log
