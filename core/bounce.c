@@ -203,12 +203,6 @@ bounce_headers_read (const guint8 *data, gsize len, gboolean eof, const GError *
   if (error == NULL && data != NULL)
     g_string_append_len (b->headers, (const char *) data, len);
   end = strstr (b->headers->str, "\r\n\r\n");
-  if (error == NULL && end == NULL && !eof && b->headers->len < BOUNCE_MAX_HEADERS)
-    {
-      b->gen->storage.message_read (b->gen->storage.backend, b->queue_id, (gint64) b->headers->len, 16384,
-                                    bounce_headers_read, b);
-      return;
-    }
   if (end != NULL)
     g_string_truncate (b->headers, (gsize) (end - b->headers->str) + 2);
   if (error != NULL)
@@ -247,5 +241,7 @@ pb_bounce_send (PbGeneration *gen, const char *queue_id, const char *sender, con
   b->reply = g_strdup (reply);
   b->remote = g_strdup (remote);
   b->headers = g_string_new (NULL);
-  gen->storage.message_read (gen->storage.backend, queue_id, 0, 16384, bounce_headers_read, b);
+  /* One read: the queue manager records the final result right after this
+   * call, and that may release the message. */
+  gen->storage.message_read (gen->storage.backend, queue_id, 0, BOUNCE_MAX_HEADERS, bounce_headers_read, b);
 }

@@ -250,8 +250,6 @@ delivery_done (PbDelivery *d, gpointer data)
   Attempt *a = data;
   PbGeneration *gen = a->gen;
   gint64 now = now_unix ();
-  g_autoptr (GPtrArray) failed = g_ptr_array_new ();   /* Entry * bounced now */
-  g_autoptr (GPtrArray) replies = g_ptr_array_new_with_free_func (g_free);
 
   for (guint i = 0; i < d->n_recipients; i++)
     {
@@ -276,21 +274,20 @@ delivery_done (PbDelivery *d, gpointer data)
         }
       else if (r->code >= 500)
         {
+          /* The bounce reads the message first: the result may release it. */
+          pb_bounce_send (gen, e->queue_id, e->sender, e->recipient, e->orcpt, e->notify, reply, a->transport->name);
           record (gen, "queue.result", g_variant_new ("(tsusx)", e->id, "bounced", attempts, reply, (gint64) 0));
           pb_log_session ("pillarbox", G_LOG_LEVEL_INFO, NULL, e->queue_id, "to=<%s> via %s: bounced: %s",
                           e->recipient, a->transport->name, reply);
-          g_ptr_array_add (failed, e);
-          g_ptr_array_add (replies, g_steal_pointer (&reply));
         }
       else if (now - e->queued_at >= gen->core->max_queue_lifetime / 1000)
         {
           g_autofree char *why = g_strdup_printf ("%s (gave up after %u attempts: the message was queued too long)",
                                                   reply, attempts);
+          pb_bounce_send (gen, e->queue_id, e->sender, e->recipient, e->orcpt, e->notify, why, a->transport->name);
           record (gen, "queue.result", g_variant_new ("(tsusx)", e->id, "bounced", attempts, why, (gint64) 0));
           pb_log_session ("pillarbox", G_LOG_LEVEL_INFO, NULL, e->queue_id, "to=<%s>: expired: %s", e->recipient,
                           reply);
-          g_ptr_array_add (failed, e);
-          g_ptr_array_add (replies, g_steal_pointer (&why));
         }
       else
         {
@@ -300,12 +297,6 @@ delivery_done (PbDelivery *d, gpointer data)
                           "to=<%s> via %s: deferred (attempt %u, next in %" G_GINT64_FORMAT " s): %s", e->recipient,
                           a->transport->name, attempts, next - now, reply);
         }
-    }
-  for (guint i = 0; i < failed->len; i++)
-    {
-      Entry *e = g_ptr_array_index (failed, i);
-      pb_bounce_send (gen, e->queue_id, e->sender, e->recipient, e->orcpt, e->notify,
-                      g_ptr_array_index (replies, i), a->transport->name);
     }
   /* Results are recorded; the next scan (soon) picks what is still due. */
   if (a->queue != NULL && !a->queue->stopped && gen == pb_generation_get_current ())

@@ -100,11 +100,11 @@ show_done (GVariant *result, const GError *error, gpointer data)
 
   if (queue_failed (c, error))
     return;
-  g_variant_get (result, "(&sxx&s&sa(t&s&sux&sa(x&s&s)))", &sender, &size, &queued, &ret, &envid, &entries);
+  g_variant_get (result, "(&sxx&s&sa(tssuxsa(xss)))", &sender, &size, &queued, &ret, &envid, &entries);
   queued_text = when (queued);
   g_string_append_printf (text, "message %s\n  from <%s>, %" G_GINT64_FORMAT " octets, queued %s\n", c->id, sender, size,
                           queued_text);
-  while (g_variant_iter_next (entries, "(t&s&sux&sa(x&s&s))", &id, &rcpt, &state, &attempts, &next, &reply, &history))
+  while (g_variant_iter_next (entries, "(t&s&sux&sa(xss))", &id, &rcpt, &state, &attempts, &next, &reply, &history))
     {
       gint64 t;
       const char *server, *hreply;
