@@ -67,18 +67,25 @@ tt_free (TtFixture *f)
 guint
 tt_dead_port (const char *address)
 {
-  int fd = socket (AF_INET, SOCK_STREAM, 0);
-  struct sockaddr_in sa = { 0 };
-  socklen_t len = sizeof sa;
-  guint port;
+  /* Below the kernel's ephemeral range (32768 and up): a port picked there can
+   * be taken meanwhile by any client socket of a test running beside this one. */
+  for (int attempt = 0; attempt < 500; attempt++)
+    {
+      int fd = socket (AF_INET, SOCK_STREAM, 0);
+      struct sockaddr_in sa = { 0 };
+      guint port = 20000 + g_random_int_range (0, 12000);
+      int rc;
 
-  sa.sin_family = AF_INET;
-  inet_pton (AF_INET, address, &sa.sin_addr);
-  assert_int_equal (bind (fd, (struct sockaddr *) &sa, sizeof sa), 0);
-  assert_int_equal (getsockname (fd, (struct sockaddr *) &sa, &len), 0);
-  port = ntohs (sa.sin_port);
-  close (fd);
-  return port;
+      sa.sin_family = AF_INET;
+      sa.sin_port = htons ((guint16) port);
+      inet_pton (AF_INET, address, &sa.sin_addr);
+      rc = bind (fd, (struct sockaddr *) &sa, sizeof sa);
+      close (fd);
+      if (rc == 0)
+        return port;
+    }
+  fail_msg ("no free port on %s", address);
+  return 0;
 }
 
 static gboolean

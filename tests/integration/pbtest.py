@@ -41,9 +41,20 @@ def fixture_modules():
 
 
 def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port free on 127.0.0.0/8 below the kernel's ephemeral range (32768 and up): a port
+    picked there could be taken meanwhile by a client socket of a test running beside us."""
+    import random
+    for _ in range(500):
+        port = random.randrange(20000, 32000)
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                s.bind(("127.0.0.1", port))
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                s.bind(("127.0.0.2", port))
+            return port
+        except OSError:
+            continue
+    raise Failure("no free port")
 
 
 def run_user():

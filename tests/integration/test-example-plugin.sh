@@ -33,7 +33,7 @@ exported=$(nm -D --defined-only "$tmp/src/example.so" | awk '$2 ~ /[A-Z]/ {print
 install -m 0755 "$tmp/src/example.so" "$tmp/mods/example.so"
 
 # 3. pillarboxd (the build tree's) loads it and serves through it.
-port=$("$PYTHON3" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+port=$("$PYTHON3" -c 'import sys; sys.path.insert(0, sys.argv[1]); import pbtest; print(pbtest.free_port())' "$top_srcdir/tests/integration")
 mkdir "$tmp/conf"
 chmod 755 "$tmp/conf"
 user=
