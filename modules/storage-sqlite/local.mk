@@ -62,5 +62,4 @@ tests_bench_store_body_bench_CFLAGS = $(AM_CFLAGS) $(SQLITE_CFLAGS)
 tests_bench_store_body_bench_LDADD = $(GLIB_LIBS) $(SQLITE_LIBS)
 EXTRA_DIST += \
 	tests/bench/store-commit \
-	docs/storage-sqlite.md \
-	conf.d/10-storage-sqlite.conf
+	docs/storage-sqlite.md

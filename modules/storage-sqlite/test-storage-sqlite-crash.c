@@ -482,7 +482,7 @@ setup (void **state)
   c->seed = seed != NULL ? (guint32) g_ascii_strtoull (seed, NULL, 10) : (guint32) g_get_real_time ();
   pbt_write_file (c->conf, "00-core.conf", core);
   /* Small checkpoints, so that kills also land in the middle of them. */
-  pbt_write_file (c->conf, "10-storage-sqlite.conf", "[module storage-sqlite]\ncheckpoint-size = 256K\n");
+  pbt_write_file (c->conf, "10-storage-sqlite.conf", "[module storage-sqlite]\ncheckpoint-size = 1M\n");
   pbt_log_capture ();
   *state = c;
   return 0;

@@ -12,7 +12,10 @@
 #include <unistd.h>
 
 /*
- * Usage: store-commit-bench [--seconds S] [--writers 1,10,100] [--size 4096] --module-dir DIR WORKDIR
+ * Usage: store-commit-bench [--seconds S] [--writers 1,10,100] [--size 4096]
+ *                           [--set "KEY = VALUE"]... --module-dir DIR WORKDIR
+ *
+ * --set adds a line to [module storage-sqlite] (e.g. "background-checkpoint = false").
  *
  * A writer is one message in flight on the loop thread: begin, write SIZE
  * octets, commit; when the commit completes (the message is durable) the
@@ -120,6 +123,8 @@ request (PbModule *mod, const char *op, GVariant *args)
     }
 }
 
+static char **module_settings;
+
 static PbGeneration *
 open_store (const char *work, const char *module_dir, guint phase, PbModule **mod)
 {
@@ -128,6 +133,8 @@ open_store (const char *work, const char *module_dir, guint phase, PbModule **mo
   g_autofree char *core = g_strdup_printf ("[core]\nmodule-dir = %s\n", module_dir);
   g_autofree char *core_file = g_build_filename (conf, "00-core.conf", NULL);
   g_autofree char *mod_file = g_build_filename (conf, "10-storage-sqlite.conf", NULL);
+  g_autofree char *settings = module_settings != NULL ? g_strjoinv ("\n", module_settings) : g_strdup ("");
+  g_autofree char *mod_text = g_strdup_printf ("[module storage-sqlite]\n%s\n", settings);
   g_autoptr (GError) error = NULL;
   PbDiag *diag = pb_diag_new ();
   PbGeneration *gen;
@@ -135,7 +142,7 @@ open_store (const char *work, const char *module_dir, guint phase, PbModule **mo
   g_mkdir_with_parents (conf, 0700);
   g_mkdir_with_parents (state, 0700);
   if (!g_file_set_contents (core_file, core, -1, &error)
-      || !g_file_set_contents (mod_file, "[module storage-sqlite]\n", -1, &error))
+      || !g_file_set_contents (mod_file, mod_text, -1, &error))
     {
       g_printerr ("store-commit-bench: %s\n", error->message);
       exit (1);
@@ -316,6 +323,7 @@ main (int argc, char **argv)
     { "writers", 'w', 0, G_OPTION_ARG_STRING, &writers_arg, "Concurrent writers of each phase (1,10,100)", "N,N" },
     { "size", 0, 0, G_OPTION_ARG_INT64, &size, "Message size in octets (4096)", "OCTETS" },
     { "module-dir", 'm', 0, G_OPTION_ARG_FILENAME, &module_dir, "Where storage-sqlite.so is", "DIR" },
+    { "set", 0, 0, G_OPTION_ARG_STRING_ARRAY, &module_settings, "A line for [module storage-sqlite]", "\"KEY = VALUE\"" },
     { NULL }
   };
   g_autoptr (GOptionContext) ctx = g_option_context_new ("WORKDIR");
@@ -366,5 +374,6 @@ main (int argc, char **argv)
   g_free (results);
   g_free (writers_arg);
   g_free (module_dir);
+  g_strfreev (module_settings);
   return 0;
 }

@@ -330,7 +330,15 @@ def test_ids_reload_shares_blocks():
         d.cli("ids", "block", "127.0.0.9")
         d.signal(signal.SIGHUP)
         d.wait_log("configuration generation 2 is running")
-        refused_with(port, "127.0.0.9", BLOCKED)   # loaded by the new instance at start
+        # The manual block is written to the state file by a worker thread: under load
+        # it may reach the new instance a moment after the reload.
+        def refused_9():
+            c = Client(port, "127.0.0.9")
+            ok = not c.admitted()
+            c.close()
+            return ok
+        wait_until("the new generation to refuse the manually blocked address", refused_9, timeout=10)
+        refused_with(port, "127.0.0.9", BLOCKED)
         for _ in range(3):
             check(old.cmd("FAIL-AUTH x") == "+OK", "old session")
         d.wait_log("IDS event 20 (blocked) from 127.0.0.8")
