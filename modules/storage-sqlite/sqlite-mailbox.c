@@ -375,10 +375,20 @@ sq_op_mailbox_list (SqStore *store, GVariant *args, GVariant **result, GError **
     return FALSE;
   sqlite3_bind_text (stmt, 1, user, -1, SQLITE_STATIC);
   g_variant_builder_init (&b, G_VARIANT_TYPE ("a(tsxxs)"));
+  /* Built with the typed constructors, not a format string per row: a POP3
+   * login lists the whole mailbox, and 20 000 rows is a normal maildrop. */
   while ((ok = sq_db_step (db, stmt, &row, error)) && row)
-    g_variant_builder_add (&b, "(tsxxs)", (guint64) sqlite3_column_int64 (stmt, 0),
-                           (const char *) sqlite3_column_text (stmt, 1), sqlite3_column_int64 (stmt, 2),
-                           sqlite3_column_int64 (stmt, 3), (const char *) sqlite3_column_text (stmt, 4));
+    {
+      GVariant *fields[5];
+      const char *headers = (const char *) sqlite3_column_text (stmt, 4);
+
+      fields[0] = g_variant_new_uint64 ((guint64) sqlite3_column_int64 (stmt, 0));
+      fields[1] = g_variant_new_string ((const char *) sqlite3_column_text (stmt, 1));
+      fields[2] = g_variant_new_int64 (sqlite3_column_int64 (stmt, 2));
+      fields[3] = g_variant_new_int64 (sqlite3_column_int64 (stmt, 3));
+      fields[4] = g_variant_new_string (headers != NULL ? headers : "");
+      g_variant_builder_add_value (&b, g_variant_new_tuple (fields, 5));
+    }
   sqlite3_reset (stmt);
   if (!ok)
     {
