@@ -14,7 +14,7 @@
  * fail2ban and the like (docs/ids.md lists the numbers).
  *
  * Blocks are kept in STATE_DIR/ids/blocks, so they survive a restart and
- * reach the other instance during a reload (ids-store.c).
+ * reach the other instance during a reload (modules/state-store/state-store.c).
  */
 #include "config.h"
 #include "ids-private.h"
@@ -84,7 +84,7 @@ typedef struct {
   IdsAddrList *never_block;
   IdsAddrList *block_list;
   IdsTable *table;
-  IdsStore *store;               /* NULL until start, and with --check-config */
+  SStore *store;               /* NULL until start, and with --check-config */
   guint timer;
   guint ticks;
   gboolean dirty;                /* blocks changed since the last write */
@@ -136,7 +136,7 @@ ids_sync_done (const char *merged, const GError *error, gpointer user_data)
 
   if (error != NULL)
     {
-      g_warning ("ids: cannot save blocks in %s: %s", ids_store_get_path (ids->store), error->message);
+      g_warning ("ids: cannot save blocks in %s: %s", sstore_get_path (ids->store), error->message);
       ids->dirty = TRUE;  /* the next tick tries again */
       return;
     }
@@ -148,10 +148,10 @@ ids_sync_done (const char *merged, const GError *error, gpointer user_data)
 static void
 ids_sync (Ids *ids)
 {
-  if (ids->store == NULL || ids_store_is_busy (ids->store))
+  if (ids->store == NULL || sstore_is_busy (ids->store))
     return;
   ids->dirty = FALSE;
-  ids_store_sync_async (ids->store, ids_table_serialize (ids->table, ids->now ()), ids->now (), ids_sync_done, ids);
+  sstore_sync_async (ids->store, ids_table_serialize (ids->table, ids->now ()), ids->now (), ids_sync_done, ids);
 }
 
 static gboolean
@@ -161,7 +161,7 @@ ids_tick (gpointer data)
 
   if (++ids->ticks % IDS_PRUNE_TICKS == 0)
     ids_table_prune (ids->table, ids->now (), ids->config->monitor_period * 1000);
-  if (ids->dirty || ids_store_changed (ids->store))
+  if (ids->dirty || sstore_changed (ids->store))
     ids_sync (ids);
   return G_SOURCE_CONTINUE;
 }
@@ -461,19 +461,19 @@ ids_start (PbModule *module, GError **error)
   g_autofree char *text = NULL;
   guint bad = 0;
 
-  ids->store = ids_store_new (dir, "blocks", ids_merge_texts);
-  if (!ids_store_read (ids->store, &text, error))
+  ids->store = sstore_new (dir, "blocks", ids_merge_texts);
+  if (!sstore_read (ids->store, &text, error))
     {
-      g_prefix_error (error, "cannot read %s: ", ids_store_get_path (ids->store));
+      g_prefix_error (error, "cannot read %s: ", sstore_get_path (ids->store));
       return FALSE;
     }
   ids_table_merge_text (ids->table, text, ids->now (), NULL, &bad);
   if (bad > 0)
-    g_warning ("ids: %s: %u unreadable lines skipped", ids_store_get_path (ids->store), bad);
+    g_warning ("ids: %s: %u unreadable lines skipped", sstore_get_path (ids->store), bad);
   {
     g_autoptr (GPtrArray) blocks = ids_table_list (ids->table, ids->now ());
     if (blocks->len > 0)
-      g_message ("ids: %u blocks loaded from %s", blocks->len, ids_store_get_path (ids->store));
+      g_message ("ids: %u blocks loaded from %s", blocks->len, sstore_get_path (ids->store));
   }
   ids->timer = g_timeout_add (IDS_SYNC_INTERVAL_MS, ids_tick, ids);
   return TRUE;
@@ -492,10 +492,10 @@ ids_fini (PbModule *module)
     {
       g_autofree char *own = ids_table_serialize (ids->table, ids->now ());
       g_autofree char *merged = NULL;
-      if (!ids_store_sync (ids->store, own, ids->now (), &merged, &error))
-        g_warning ("ids: cannot save blocks in %s: %s", ids_store_get_path (ids->store), error->message);
+      if (!sstore_sync (ids->store, own, ids->now (), &merged, &error))
+        g_warning ("ids: cannot save blocks in %s: %s", sstore_get_path (ids->store), error->message);
     }
-  ids_store_close (ids->store);
+  sstore_close (ids->store);
   ids->store = NULL;
 }
 

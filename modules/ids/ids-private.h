@@ -99,31 +99,8 @@ void ids_table_merge_text (IdsTable *table, const char *text, gint64 now, gboole
 /* The merge of two state files' texts, as a new text (used by the store). */
 char *ids_merge_texts (const char *a, const char *b, gint64 now);
 
-/* ---- the state file ------------------------------------------------------ */
-
-/* STATE_DIR/ids/NAME, written atomically (temporary file, fsync, rename,
- * fsync of the directory) under an flock on NAME.lock, so the two
- * instances alive during a reload never lose each other's records: every
- * write reads the file and merges first. Writes run on a worker thread. */
-typedef struct _IdsStore IdsStore;
-typedef char *(*IdsMergeFunc) (const char *file_text, const char *own_text, gint64 now);
-typedef void (*IdsStoreDone) (const char *merged, const GError *error, gpointer user_data);
-
-IdsStore *ids_store_new (const char *dir, const char *name, IdsMergeFunc merge);
-/* Stops the worker (waiting for a write under way) and drops the caller's
- * reference; a result still on its way to the loop is then discarded. */
-void ids_store_close (IdsStore *store);
-const char *ids_store_get_path (IdsStore *store);
-/* Reads the file now (at start; missing is empty). */
-gboolean ids_store_read (IdsStore *store, char **text, GError **error);
-/* Whether the file changed since this store last read or wrote it. */
-gboolean ids_store_changed (IdsStore *store);
-gboolean ids_store_is_busy (IdsStore *store);
-/* Read, merge with OWN (transfer full), write if different, on the
- * worker; DONE runs on the loop with the merged text. */
-void ids_store_sync_async (IdsStore *store, char *own, gint64 now, IdsStoreDone done, gpointer user_data);
-/* The same, now, on the calling thread (at fini). */
-gboolean ids_store_sync (IdsStore *store, const char *own, gint64 now, char **merged, GError **error);
+/* The state file: modules/state-store/state-store.h. */
+#include "../state-store/state-store.h"
 
 G_END_DECLS
 

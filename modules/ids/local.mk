@@ -6,7 +6,8 @@ pkglib_LTLIBRARIES += modules/ids.la
 modules_ids_la_SOURCES = \
 	modules/ids/ids-private.h \
 	modules/ids/ids-table.c \
-	modules/ids/ids-store.c \
+	modules/state-store/state-store.c \
+	modules/state-store/state-store.h \
 	modules/ids/ids-module.c
 modules_ids_la_CFLAGS = $(MODULE_CFLAGS) -DG_LOG_DOMAIN=\"pillarbox-ids\"
 modules_ids_la_LDFLAGS = $(MODULE_FLAGS)
@@ -19,7 +20,8 @@ TESTS += modules/ids/test-ids
 modules_ids_test_ids_SOURCES = \
 	modules/ids/test-ids.c \
 	modules/ids/ids-table.c \
-	modules/ids/ids-store.c \
+	modules/state-store/state-store.c \
+	modules/state-store/state-store.h \
 	modules/ids/ids-private.h
 modules_ids_test_ids_CPPFLAGS = $(AM_CPPFLAGS) -I$(top_srcdir)/tests/unit -DG_LOG_DOMAIN=\"pillarbox-ids\"
 modules_ids_test_ids_CFLAGS = $(UNIT_CFLAGS)

@@ -329,8 +329,8 @@ test_store (void **state)
 {
   g_autofree char *tmp = pbt_mkdtemp ();
   g_autofree char *dir = g_build_filename (tmp, "ids", NULL);
-  IdsStore *one = ids_store_new (dir, "blocks", ids_merge_texts);
-  IdsStore *two = ids_store_new (dir, "blocks", ids_merge_texts);
+  SStore *one = sstore_new (dir, "blocks", ids_merge_texts);
+  SStore *two = sstore_new (dir, "blocks", ids_merge_texts);
   IdsTable *t = ids_table_new ();
   g_autofree char *text = NULL;
   g_autofree char *merged = NULL;
@@ -341,35 +341,35 @@ test_store (void **state)
   struct stat st;
 
   /* A missing file reads as empty. */
-  assert_true (ids_store_read (one, &text, &error));
+  assert_true (sstore_read (one, &text, &error));
   assert_string_equal (text, "");
-  assert_false (ids_store_changed (one));
+  assert_false (sstore_changed (one));
 
   ids_table_block (t, "192.0.2.1/32", T0, T0 + 60 * MINUTE, "one");
   own = ids_table_serialize (t, T0);
-  assert_true (ids_store_sync (one, own, T0, &merged, &error));
+  assert_true (sstore_sync (one, own, T0, &merged, &error));
   assert_non_null (strstr (merged, "192.0.2.1/32"));
   assert_int_equal (stat (path, &st), 0);
   assert_int_equal (st.st_mode & 0777, 0600);
-  assert_false (ids_store_changed (one));
-  assert_true (ids_store_changed (two));
+  assert_false (sstore_changed (one));
+  assert_true (sstore_changed (two));
 
   /* The other writer, on its worker thread: the file keeps both. */
   ids_table_free (t);
   t = ids_table_new ();
   ids_table_block (t, "192.0.2.2/32", T0, T0 + 60 * MINUTE, "two");
-  ids_store_sync_async (two, ids_table_serialize (t, T0), T0, on_synced, &r);
-  assert_true (ids_store_is_busy (two));
+  sstore_sync_async (two, ids_table_serialize (t, T0), T0, on_synced, &r);
+  assert_true (sstore_is_busy (two));
   assert_true (pbt_loop_until (&r.done, 5000));
-  assert_false (ids_store_is_busy (two));
+  assert_false (sstore_is_busy (two));
   assert_non_null (strstr (r.merged, "192.0.2.1/32"));
   assert_non_null (strstr (r.merged, "192.0.2.2/32"));
-  assert_false (ids_store_changed (two));
-  assert_true (ids_store_changed (one));
+  assert_false (sstore_changed (two));
+  assert_true (sstore_changed (one));
   g_clear_pointer (&text, g_free);
-  assert_true (ids_store_read (one, &text, &error));
+  assert_true (sstore_read (one, &text, &error));
   assert_string_equal (text, r.merged);
-  assert_false (ids_store_changed (one));
+  assert_false (sstore_changed (one));
 
   /* No temporary files are left behind. */
   {
@@ -381,8 +381,8 @@ test_store (void **state)
   }
   g_free (r.merged);
   ids_table_free (t);
-  ids_store_close (one);
-  ids_store_close (two);
+  sstore_close (one);
+  sstore_close (two);
   pbt_rmtree (tmp);
 }
 
@@ -391,11 +391,11 @@ static void
 test_store_close_while_busy (void **state)
 {
   g_autofree char *tmp = pbt_mkdtemp ();
-  IdsStore *store = ids_store_new (tmp, "blocks", ids_merge_texts);
+  SStore *store = sstore_new (tmp, "blocks", ids_merge_texts);
   SyncResult r = { 0 };
 
-  ids_store_sync_async (store, g_strdup (""), T0, on_synced, &r);
-  ids_store_close (store);
+  sstore_sync_async (store, g_strdup (""), T0, on_synced, &r);
+  sstore_close (store);
   pbt_loop_run_for (50);
   assert_false (r.done);
   pbt_rmtree (tmp);

@@ -7,7 +7,8 @@ pkglib_LTLIBRARIES += modules/rate-cap.la
 modules_rate_cap_la_SOURCES = \
 	modules/rate-cap/rc-private.h \
 	modules/rate-cap/rc-counters.c \
-	modules/rate-cap/rc-store.c \
+	modules/state-store/state-store.c \
+	modules/state-store/state-store.h \
 	modules/rate-cap/rate-cap-module.c
 modules_rate_cap_la_CFLAGS = $(MODULE_CFLAGS) -DG_LOG_DOMAIN=\"pillarbox-rate-cap\"
 modules_rate_cap_la_LDFLAGS = $(MODULE_FLAGS)
@@ -20,7 +21,8 @@ TESTS += modules/rate-cap/test-rate-cap
 modules_rate_cap_test_rate_cap_SOURCES = \
 	modules/rate-cap/test-rate-cap.c \
 	modules/rate-cap/rc-counters.c \
-	modules/rate-cap/rc-store.c \
+	modules/state-store/state-store.c \
+	modules/state-store/state-store.h \
 	modules/rate-cap/rc-private.h
 modules_rate_cap_test_rate_cap_CPPFLAGS = $(AM_CPPFLAGS) -I$(top_srcdir)/tests/unit -DG_LOG_DOMAIN=\"pillarbox-rate-cap\"
 modules_rate_cap_test_rate_cap_CFLAGS = $(UNIT_CFLAGS)

@@ -18,7 +18,7 @@
  *     rule says include-bounces.
  *
  * Counters survive reloads and restarts through STATE_DIR/rate-cap/counters
- * (rc-store.c, rc-counters.c). docs/rate-cap.md is the reference.
+ * (modules/state-store/state-store.c, rc-counters.c). docs/rate-cap.md is the reference.
  */
 #include "config.h"
 #include "rc-private.h"
@@ -141,7 +141,7 @@ typedef struct {
   GPtrArray *rules;         /* RcRule * */
   RcCounters *counters;
   GHashTable *held;         /* counter id -> GUINT_TO_POINTER (held by open transactions) */
-  RcStore *store;
+  SStore *store;
   guint timer;
   guint ticks;
   gboolean dirty;           /* counted since the last save */
@@ -550,7 +550,7 @@ rc_sync_done (const char *merged, const GError *error, gpointer user_data)
 
   if (error != NULL)
     {
-      g_warning ("rate-cap: cannot save counters in %s: %s", rc_store_get_path (rc->store), error->message);
+      g_warning ("rate-cap: cannot save counters in %s: %s", sstore_get_path (rc->store), error->message);
       rc->dirty = TRUE;
       return;
     }
@@ -563,7 +563,7 @@ rc_sync (RateCap *rc)
   gint64 start = g_get_monotonic_time ();
   char *own;
 
-  if (rc->store == NULL || rc_store_is_busy (rc->store))
+  if (rc->store == NULL || sstore_is_busy (rc->store))
     return;
   rc->dirty = FALSE;
   rc->last_sync = start;
@@ -572,7 +572,7 @@ rc_sync (RateCap *rc)
    * with very many counters, save less often, so the loop spends at most
    * about 2% of its time on it. */
   rc->sync_interval = MAX (RC_SYNC_INTERVAL_MS * 1000, 50 * (g_get_monotonic_time () - start));
-  rc_store_sync_async (rc->store, own, rc->now (), rc_sync_done, rc);
+  sstore_sync_async (rc->store, own, rc->now (), rc_sync_done, rc);
 }
 
 /* Saves now, unless the last save was less than sync_interval ago: then
@@ -592,7 +592,7 @@ rc_tick (gpointer data)
 
   if (++rc->ticks % RC_PRUNE_TICKS == 0)
     rc_counters_prune (rc->counters, rc->now ());
-  if ((rc->dirty || rc_store_changed (rc->store)) && g_get_monotonic_time () - rc->last_sync >= rc->sync_interval)
+  if ((rc->dirty || sstore_changed (rc->store)) && g_get_monotonic_time () - rc->last_sync >= rc->sync_interval)
     rc_sync (rc);
   return G_SOURCE_CONTINUE;
 }
@@ -670,15 +670,15 @@ rc_start (PbModule *module, GError **error)
   g_autofree char *text = NULL;
   guint bad = 0;
 
-  rc->store = rc_store_new (dir, "counters", rc_merge_texts);
-  if (!rc_store_read (rc->store, &text, error))
+  rc->store = sstore_new (dir, "counters", rc_merge_texts);
+  if (!sstore_read (rc->store, &text, error))
     {
-      g_prefix_error (error, "cannot read %s: ", rc_store_get_path (rc->store));
+      g_prefix_error (error, "cannot read %s: ", sstore_get_path (rc->store));
       return FALSE;
     }
   rc_counters_merge_text (rc->counters, text, rc->now (), NULL, &bad);
   if (bad > 0)
-    g_warning ("rate-cap: %s: %u unreadable lines skipped", rc_store_get_path (rc->store), bad);
+    g_warning ("rate-cap: %s: %u unreadable lines skipped", sstore_get_path (rc->store), bad);
   rc->timer = g_timeout_add (RC_SYNC_INTERVAL_MS, rc_tick, rc);
   return TRUE;
 }
@@ -696,10 +696,10 @@ rc_fini (PbModule *module)
     {
       g_autofree char *own = rc_counters_serialize (rc->counters, rc->now ());
       g_autofree char *merged = NULL;
-      if (!rc_store_sync (rc->store, own, rc->now (), &merged, &error))
-        g_warning ("rate-cap: cannot save counters in %s: %s", rc_store_get_path (rc->store), error->message);
+      if (!sstore_sync (rc->store, own, rc->now (), &merged, &error))
+        g_warning ("rate-cap: cannot save counters in %s: %s", sstore_get_path (rc->store), error->message);
     }
-  rc_store_close (rc->store);
+  sstore_close (rc->store);
   rc->store = NULL;
 }
 

@@ -57,20 +57,8 @@ char *rc_merge_texts (const char *a, const char *b, gint64 now);
 char *rc_escape (const char *text);
 char *rc_unescape (const char *text);
 
-/* ---- the state file (a copy of ids-store.c's design) --------------------- */
-
-typedef struct _RcStore RcStore;
-typedef char *(*RcMergeFunc) (const char *file_text, const char *own_text, gint64 now);
-typedef void (*RcStoreDone) (const char *merged, const GError *error, gpointer user_data);
-
-RcStore *rc_store_new (const char *dir, const char *name, RcMergeFunc merge);
-void rc_store_close (RcStore *store);
-const char *rc_store_get_path (RcStore *store);
-gboolean rc_store_read (RcStore *store, char **text, GError **error);
-gboolean rc_store_changed (RcStore *store);
-gboolean rc_store_is_busy (RcStore *store);
-void rc_store_sync_async (RcStore *store, char *own, gint64 now, RcStoreDone done, gpointer user_data);
-gboolean rc_store_sync (RcStore *store, const char *own, gint64 now, char **merged, GError **error);
+/* The state file: modules/state-store/state-store.h. */
+#include "../state-store/state-store.h"
 
 G_END_DECLS
 

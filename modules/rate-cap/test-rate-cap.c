@@ -218,8 +218,8 @@ test_store (void **state)
 {
   g_autofree char *tmp = pbt_mkdtemp ();
   g_autofree char *dir = g_build_filename (tmp, "rate-cap", NULL);
-  RcStore *one = rc_store_new (dir, "counters", rc_merge_texts);
-  RcStore *two = rc_store_new (dir, "counters", rc_merge_texts);
+  SStore *one = sstore_new (dir, "counters", rc_merge_texts);
+  SStore *two = sstore_new (dir, "counters", rc_merge_texts);
   RcCounters *a = rc_counters_new (1);
   RcCounters *b = rc_counters_new (2);
   RcCounters *back = rc_counters_new (3);
@@ -232,11 +232,11 @@ test_store (void **state)
   rc_counters_add (a, "x", HOUR_MS, T0, 4);
   rc_counters_add (b, "x", HOUR_MS, T0, 6);
   own = rc_counters_serialize (a, T0);
-  assert_true (rc_store_sync (one, own, T0, &merged, &error));
-  rc_store_sync_async (two, rc_counters_serialize (b, T0), T0, on_synced, &r);
+  assert_true (sstore_sync (one, own, T0, &merged, &error));
+  sstore_sync_async (two, rc_counters_serialize (b, T0), T0, on_synced, &r);
   assert_true (pbt_loop_until (&r.done, 5000));
-  assert_true (rc_store_changed (one));
-  assert_true (rc_store_read (one, &text, &error));
+  assert_true (sstore_changed (one));
+  assert_true (sstore_read (one, &text, &error));
   rc_counters_merge_text (back, text, T0, NULL, NULL);
   assert_int_equal (rc_counters_get (back, "x", HOUR_MS, T0), 10);
   assert_string_equal (text, r.merged);
@@ -244,8 +244,8 @@ test_store (void **state)
   rc_counters_free (a);
   rc_counters_free (b);
   rc_counters_free (back);
-  rc_store_close (one);
-  rc_store_close (two);
+  sstore_close (one);
+  sstore_close (two);
   pbt_rmtree (tmp);
 }
 

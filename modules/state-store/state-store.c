@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* ids state file: read at start, merged and written atomically on a worker thread under a lock. */
+/* Module state files shared by ids and rate-cap: read at start, merged and written atomically on a worker thread under a lock. */
 
 /*
  * Two instances of the module are alive during a reload (the old one until
@@ -11,11 +11,11 @@
  * the file when it changes, so a block made by one applies in the other
  * within a couple of seconds.
  *
- * rate-cap keeps a store of the same design (rc-store.c): each module
- * stays loadable on its own.
+ * Compiled into each module that uses it (ids, rate-cap), as the SMTP
+ * client is into both senders: one implementation, no shared library.
  */
 #include "config.h"
-#include "ids-private.h"
+#include "state-store.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -31,40 +31,40 @@ typedef struct {
   off_t size;
   gint64 mtime_ns;
   gboolean exists;
-} IdsFileId;
+} SStoreFileId;
 
-struct _IdsStore {
+struct _SStore {
   gint ref;
   char *dir;
   char *path;
   char *lock_path;
-  IdsMergeFunc merge;
+  SStoreMergeFunc merge;
   GThreadPool *pool;
   GMutex lock;           /* guards `seen`, written by the worker */
-  IdsFileId seen;        /* the file as this store last read or wrote it */
+  SStoreFileId seen;        /* the file as this store last read or wrote it */
   gboolean busy;         /* a job is queued or running (loop thread only) */
   gboolean closed;
 };
 
 typedef struct {
-  IdsStore *store;
+  SStore *store;
   char *own;
   gint64 now;
-  IdsStoreDone done;
+  SStoreDone done;
   gpointer user_data;
   char *merged;
   GError *error;
-} IdsJob;
+} SStoreJob;
 
-static IdsStore *
-ids_store_ref (IdsStore *store)
+static SStore *
+sstore_ref (SStore *store)
 {
   g_atomic_int_inc (&store->ref);
   return store;
 }
 
 static void
-ids_store_unref (IdsStore *store)
+sstore_unref (SStore *store)
 {
   if (!g_atomic_int_dec_and_test (&store->ref))
     return;
@@ -76,7 +76,7 @@ ids_store_unref (IdsStore *store)
 }
 
 static void
-ids_file_id (const char *path, IdsFileId *id)
+sstore_file_id (const char *path, SStoreFileId *id)
 {
   struct stat st;
 
@@ -91,7 +91,7 @@ ids_file_id (const char *path, IdsFileId *id)
 }
 
 static gboolean
-ids_file_id_equal (const IdsFileId *a, const IdsFileId *b)
+sstore_file_id_equal (const SStoreFileId *a, const SStoreFileId *b)
 {
   return a->exists == b->exists && a->dev == b->dev && a->ino == b->ino && a->size == b->size
          && a->mtime_ns == b->mtime_ns;
@@ -99,7 +99,7 @@ ids_file_id_equal (const IdsFileId *a, const IdsFileId *b)
 
 /* Reads the file; a missing file is empty. */
 static gboolean
-ids_read_file (const char *path, char **text, GError **error)
+sstore_read_file (const char *path, char **text, GError **error)
 {
   g_autoptr (GError) local = NULL;
 
@@ -115,7 +115,7 @@ ids_read_file (const char *path, char **text, GError **error)
 }
 
 static gboolean
-ids_write_all (int fd, const char *data, gsize len)
+sstore_write_all (int fd, const char *data, gsize len)
 {
   while (len > 0)
     {
@@ -133,7 +133,7 @@ ids_write_all (int fd, const char *data, gsize len)
 /* Temporary file in the same directory, fsync, rename over PATH, fsync
  * the directory: after a crash the file is the old one or the new one. */
 static gboolean
-ids_write_atomically (const char *dir, const char *path, const char *text, GError **error)
+sstore_write_atomically (const char *dir, const char *path, const char *text, GError **error)
 {
   g_autofree char *tmp = g_strconcat (path, ".tmp-XXXXXX", NULL);
   int fd, dfd, saved;
@@ -146,7 +146,7 @@ ids_write_atomically (const char *dir, const char *path, const char *text, GErro
                    g_strerror (saved));
       return FALSE;
     }
-  if (!ids_write_all (fd, text, strlen (text)) || fsync (fd) != 0)
+  if (!sstore_write_all (fd, text, strlen (text)) || fsync (fd) != 0)
     {
       saved = errno;
       close (fd);
@@ -176,11 +176,11 @@ ids_write_atomically (const char *dir, const char *path, const char *text, GErro
 /* The whole read-merge-write, under the lock. Runs on the worker or, at
  * fini, on the loop. */
 static gboolean
-ids_store_sync_locked (IdsStore *store, const char *own, gint64 now, char **merged, GError **error)
+sstore_sync_locked (SStore *store, const char *own, gint64 now, char **merged, GError **error)
 {
   g_autofree char *file_text = NULL;
   g_autofree char *result = NULL;
-  IdsFileId id;
+  SStoreFileId id;
   int lock_fd;
   gboolean ok = FALSE;
 
@@ -201,12 +201,12 @@ ids_store_sync_locked (IdsStore *store, const char *own, gint64 now, char **merg
     }
   while (flock (lock_fd, LOCK_EX) != 0 && errno == EINTR)
     ;
-  if (!ids_read_file (store->path, &file_text, error))
+  if (!sstore_read_file (store->path, &file_text, error))
     goto out;
   result = store->merge (file_text, own, now);
-  if (strcmp (result, file_text) != 0 && !ids_write_atomically (store->dir, store->path, result, error))
+  if (strcmp (result, file_text) != 0 && !sstore_write_atomically (store->dir, store->path, result, error))
     goto out;
-  ids_file_id (store->path, &id);
+  sstore_file_id (store->path, &id);
   g_mutex_lock (&store->lock);
   store->seen = id;
   g_mutex_unlock (&store->lock);
@@ -218,10 +218,10 @@ out:
 }
 
 static gboolean
-ids_job_deliver (gpointer data)
+sstore_job_deliver (gpointer data)
 {
-  IdsJob *job = data;
-  IdsStore *store = job->store;
+  SStoreJob *job = data;
+  SStore *store = job->store;
 
   store->busy = FALSE;
   if (!store->closed)
@@ -230,11 +230,11 @@ ids_job_deliver (gpointer data)
 }
 
 static void
-ids_job_free (gpointer data)
+sstore_job_free (gpointer data)
 {
-  IdsJob *job = data;
+  SStoreJob *job = data;
 
-  ids_store_unref (job->store);
+  sstore_unref (job->store);
   g_free (job->own);
   g_free (job->merged);
   g_clear_error (&job->error);
@@ -242,20 +242,20 @@ ids_job_free (gpointer data)
 }
 
 static void
-ids_store_worker (gpointer data, gpointer pool_data)
+sstore_worker (gpointer data, gpointer pool_data)
 {
-  IdsJob *job = data;
+  SStoreJob *job = data;
 
-  ids_store_sync_locked (job->store, job->own, job->now, &job->merged, &job->error);
+  sstore_sync_locked (job->store, job->own, job->now, &job->merged, &job->error);
   /* Back to the loop; the store's reference keeps it valid, `closed` says
    * whether anyone still wants the answer. */
-  g_idle_add_full (G_PRIORITY_DEFAULT, ids_job_deliver, job, ids_job_free);
+  g_idle_add_full (G_PRIORITY_DEFAULT, sstore_job_deliver, job, sstore_job_free);
 }
 
-IdsStore *
-ids_store_new (const char *dir, const char *name, IdsMergeFunc merge)
+SStore *
+sstore_new (const char *dir, const char *name, SStoreMergeFunc merge)
 {
-  IdsStore *store = g_new0 (IdsStore, 1);
+  SStore *store = g_new0 (SStore, 1);
 
   store->ref = 1;
   store->dir = g_strdup (dir);
@@ -264,12 +264,12 @@ ids_store_new (const char *dir, const char *name, IdsMergeFunc merge)
   store->merge = merge;
   g_mutex_init (&store->lock);
   /* One worker per store: writes of one instance never overlap. */
-  store->pool = g_thread_pool_new (ids_store_worker, NULL, 1, FALSE, NULL);
+  store->pool = g_thread_pool_new (sstore_worker, NULL, 1, FALSE, NULL);
   return store;
 }
 
 void
-ids_store_close (IdsStore *store)
+sstore_close (SStore *store)
 {
   if (store == NULL)
     return;
@@ -277,22 +277,22 @@ ids_store_close (IdsStore *store)
   /* Waits for a write under way: at shutdown the file must be complete. */
   g_thread_pool_free (store->pool, FALSE, TRUE);
   store->pool = NULL;
-  ids_store_unref (store);
+  sstore_unref (store);
 }
 
 const char *
-ids_store_get_path (IdsStore *store)
+sstore_get_path (SStore *store)
 {
   return store->path;
 }
 
 gboolean
-ids_store_read (IdsStore *store, char **text, GError **error)
+sstore_read (SStore *store, char **text, GError **error)
 {
-  IdsFileId id;
+  SStoreFileId id;
 
-  ids_file_id (store->path, &id);
-  if (!ids_read_file (store->path, text, error))
+  sstore_file_id (store->path, &id);
+  if (!sstore_read_file (store->path, text, error))
     return FALSE;
   g_mutex_lock (&store->lock);
   store->seen = id;
@@ -301,31 +301,31 @@ ids_store_read (IdsStore *store, char **text, GError **error)
 }
 
 gboolean
-ids_store_changed (IdsStore *store)
+sstore_changed (SStore *store)
 {
-  IdsFileId id;
+  SStoreFileId id;
   gboolean changed;
 
-  ids_file_id (store->path, &id);
+  sstore_file_id (store->path, &id);
   g_mutex_lock (&store->lock);
-  changed = !ids_file_id_equal (&id, &store->seen);
+  changed = !sstore_file_id_equal (&id, &store->seen);
   g_mutex_unlock (&store->lock);
   return changed;
 }
 
 gboolean
-ids_store_is_busy (IdsStore *store)
+sstore_is_busy (SStore *store)
 {
   return store->busy;
 }
 
 void
-ids_store_sync_async (IdsStore *store, char *own, gint64 now, IdsStoreDone done, gpointer user_data)
+sstore_sync_async (SStore *store, char *own, gint64 now, SStoreDone done, gpointer user_data)
 {
-  IdsJob *job = g_new0 (IdsJob, 1);
+  SStoreJob *job = g_new0 (SStoreJob, 1);
 
   g_return_if_fail (!store->closed);
-  job->store = ids_store_ref (store);
+  job->store = sstore_ref (store);
   job->own = own;
   job->now = now;
   job->done = done;
@@ -335,7 +335,7 @@ ids_store_sync_async (IdsStore *store, char *own, gint64 now, IdsStoreDone done,
 }
 
 gboolean
-ids_store_sync (IdsStore *store, const char *own, gint64 now, char **merged, GError **error)
+sstore_sync (SStore *store, const char *own, gint64 now, char **merged, GError **error)
 {
-  return ids_store_sync_locked (store, own, now, merged, error);
+  return sstore_sync_locked (store, own, now, merged, error);
 }
