@@ -2,8 +2,9 @@
 # The shipped configuration: the embedded default (loopback, unprivileged ports).
 # Installed only where no file of the same name exists yet, so a reinstall never
 # overwrites an administrator's edits; uninstall removes only unmodified files.
+# A module's fragment (modules/NAME/local.mk) adds its own file with CONFD_FILES +=.
 
-CONFD_FILES = \
+CONFD_FILES += \
 	conf.d/00-core.conf \
 	conf.d/10-storage-sqlite.conf \
 	conf.d/20-smtp-server.conf \

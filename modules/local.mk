@@ -15,3 +15,8 @@ include modules/rate-cap/local.mk
 include modules/smtp-client/local.mk
 include modules/relay-sender/local.mk
 include modules/mx-sender/local.mk
+include modules/spf/local.mk
+include modules/batv/local.mk
+include modules/pop3-collector/local.mk
+include modules/metrics/local.mk
+include modules/status-monitor/local.mk

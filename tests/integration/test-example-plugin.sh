@@ -74,10 +74,11 @@ echo "$reply" | grep -q "^+OK from the installed ABI" || fail "echo: $reply"
 make -C "$tmp/src" clean > /dev/null
 make -C "$tmp/src" CFLAGS="-O2 -DPB_ABI_MAJOR=2" > "$tmp/build2.log" 2>&1 || { cat "$tmp/build2.log"; fail "ABI 2 build"; }
 install -m 0755 "$tmp/src/example.so" "$tmp/mods/example.so"
+minor=$(sed -n 's/^#define PB_ABI_MINOR \([0-9]*\)$/\1/p' "$top_srcdir/plugin-api/pillarbox/pb-abi.h")
 if "$top_builddir/core/pillarboxd" --check-config -c "$tmp/conf" > "$tmp/check.log" 2>&1; then
-  fail "a module built for ABI 2.0 was accepted"
+  fail "a module built for ABI 2.$minor was accepted"
 fi
 cat "$tmp/check.log"
-grep -q "10-example.conf:1: .*example.so: built for plugin ABI 2.0 but this pillarboxd provides ABI 1.0" "$tmp/check.log" \
+grep -q "10-example.conf:1: .*example.so: built for plugin ABI 2.$minor but this pillarboxd provides ABI 1.$minor" "$tmp/check.log" \
   || fail "the refusal does not name the file and both versions"
 echo "ok - example plugin: out-of-tree build, load, serve, ABI 2 refused"

@@ -1,0 +1,2 @@
+# SPDX-License-Identifier: MIT
+# pop3-collector: (being written)
