@@ -995,6 +995,44 @@ pb_generation_close_listeners (PbGeneration *gen)
     }
 }
 
+typedef struct {
+  PbCommandResultFunc done;
+  gpointer user_data;
+} CommandCall;
+
+static void
+command_call_done (PbControlRequest *request, gpointer user_data)
+{
+  CommandCall *call = user_data;
+  gboolean ok = pb_control_request_is_ok (request);
+
+  call->done (ok, ok ? pb_control_request_get_data (request) : NULL,
+              ok ? pb_control_request_get_text (request) : pb_control_request_get_error (request), call->user_data);
+  g_free (call);
+}
+
+void
+pb_module_call_command (PbModule *module, const char *command, const char *const *args,
+                        PbCommandResultFunc done, gpointer user_data)
+{
+  static const char *const no_args[] = { NULL };
+  const PbCommandEntry *entry;
+  PbControlRequest *request;
+  CommandCall *call;
+
+  g_return_if_fail (module != NULL && command != NULL && done != NULL);
+  call = g_new (CommandCall, 1);
+  call->done = done;
+  call->user_data = user_data;
+  request = pb_control_request_new (args != NULL ? args : no_args, NULL, command_call_done, call);
+  entry = g_hash_table_lookup (module->gen->commands, command);
+  if (entry == NULL || entry->spec.func == NULL)
+    pb_control_request_fail (request, "unknown command '%s' (try 'pillarbox help')", command);
+  else
+    entry->spec.func (request, entry->spec.user_data);
+  pb_control_request_unref (request);
+}
+
 const PbCommandEntry *
 pb_generation_lookup_command (const char *name, gpointer user_data)
 {

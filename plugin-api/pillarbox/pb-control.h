@@ -149,6 +149,38 @@ PB_API void pb_control_request_reply (PbControlRequest *request, GVariant *data,
  */
 PB_API void pb_control_request_fail (PbControlRequest *request, const char *format, ...) G_GNUC_PRINTF (2, 3);
 
+/**
+ * PbCommandResultFunc:
+ * @ok: whether the command succeeded
+ * @data: (nullable) (transfer none): its structured result (what `--json` prints)
+ * @text: (nullable): its result as people read it, or on failure the one-line error
+ * @user_data: as given to pb_module_call_command()
+ *
+ * Receives the answer of a command called from inside the daemon.
+ *
+ * Since: ABI 1.1
+ */
+typedef void (*PbCommandResultFunc) (gboolean ok, GVariant *data, const char *text, gpointer user_data);
+
+/**
+ * pb_module_call_command:
+ * @module: the calling module
+ * @command: a command's name ("status", "sessions", "queue")
+ * @args: (nullable): %NULL-terminated arguments after the name
+ * @done: receives the answer, exactly once; it may run before this returns
+ * @user_data: for @done
+ *
+ * Runs a control command of the module's own configuration as if
+ * `pillarbox` had sent it, without standard input. Modules that report on
+ * the server (metrics, the status monitor) read what the commands already
+ * know instead of reaching into the core. An unknown command fails with
+ * the same message the client would print.
+ *
+ * Since: ABI 1.1
+ */
+PB_API void pb_module_call_command (PbModule *module, const char *command, const char *const *args,
+                                    PbCommandResultFunc done, gpointer user_data);
+
 PB_END_DECLS
 
 #endif /* PILLARBOX_PB_CONTROL_H */
