@@ -245,6 +245,35 @@ record (PbGeneration *gen, const char *op, GVariant *args)
 }
 
 static void
+result_notified (PbPolicyRequest *req, const PbVerdict *verdict, gpointer data)
+{
+}
+
+/* Tells delivery-result hooks (metrics, logs of other modules) how one
+ * recipient's attempt ended: "delivered", "bounced", "expired" or "deferred". */
+static void
+notify_result (PbGeneration *gen, const Entry *e, const char *transport, const char *result, const char *reply)
+{
+  PbPolicyRequest *req;
+  g_autofree char *code = NULL;
+
+  if (gen->hooks[PB_STAGE_DELIVERY_RESULT]->len == 0)
+    return;
+  req = pb_policy_request_new (NULL, PB_STAGE_DELIVERY_RESULT);
+  pb_policy_request_set_field (req, "queue-id", e->queue_id);
+  pb_policy_request_set_field (req, "mail-from", e->sender);
+  pb_policy_request_set_field (req, "rcpt", e->recipient);
+  pb_policy_request_set_field (req, "destination", domain_of (e->recipient));
+  pb_policy_request_set_field (req, "transport", transport);
+  pb_policy_request_set_field (req, "result", result);
+  code = g_strndup (reply, strspn (reply, "0123456789"));
+  pb_policy_request_set_field (req, "result-code", code);
+  pb_policy_request_set_field (req, "result-text", reply);
+  pb_policy_request_run (req, result_notified, NULL);
+  pb_policy_request_unref (req);
+}
+
+static void
 delivery_done (PbDelivery *d, gpointer data)
 {
   Attempt *a = data;
@@ -271,6 +300,7 @@ delivery_done (PbDelivery *d, gpointer data)
           record (gen, "queue.result", g_variant_new ("(tsusx)", e->id, "delivered", attempts, reply, (gint64) 0));
           pb_log_session ("pillarbox", G_LOG_LEVEL_INFO, NULL, e->queue_id, "to=<%s> via %s: delivered: %s",
                           e->recipient, a->transport->name, reply);
+          notify_result (gen, e, a->transport->name, "delivered", reply);
         }
       else if (r->code >= 500)
         {
@@ -279,6 +309,7 @@ delivery_done (PbDelivery *d, gpointer data)
           record (gen, "queue.result", g_variant_new ("(tsusx)", e->id, "bounced", attempts, reply, (gint64) 0));
           pb_log_session ("pillarbox", G_LOG_LEVEL_INFO, NULL, e->queue_id, "to=<%s> via %s: bounced: %s",
                           e->recipient, a->transport->name, reply);
+          notify_result (gen, e, a->transport->name, "bounced", reply);
         }
       else if (now - e->queued_at >= gen->core->max_queue_lifetime / 1000)
         {
@@ -288,6 +319,7 @@ delivery_done (PbDelivery *d, gpointer data)
           record (gen, "queue.result", g_variant_new ("(tsusx)", e->id, "bounced", attempts, why, (gint64) 0));
           pb_log_session ("pillarbox", G_LOG_LEVEL_INFO, NULL, e->queue_id, "to=<%s>: expired: %s", e->recipient,
                           reply);
+          notify_result (gen, e, a->transport->name, "expired", why);
         }
       else
         {
@@ -296,6 +328,7 @@ delivery_done (PbDelivery *d, gpointer data)
           pb_log_session ("pillarbox", G_LOG_LEVEL_INFO, NULL, e->queue_id,
                           "to=<%s> via %s: deferred (attempt %u, next in %" G_GINT64_FORMAT " s): %s", e->recipient,
                           a->transport->name, attempts, next - now, reply);
+          notify_result (gen, e, a->transport->name, "deferred", reply);
         }
     }
   /* Results are recorded; the next scan (soon) picks what is still due. */

@@ -40,7 +40,8 @@ PB_BEGIN_DECLS
  * - `size`: message size in octets, decimal (data-end, queued, delivery stages)
  * - `queue-id`: the message's queue id (queued and delivery stages)
  * - `transport`, `destination`: delivery stages
- * - `result-code`, `result-text`: delivery-result
+ * - `result-code`, `result-text`: delivery-result (the reply's code, e.g. "451", and
+ *   the whole reply); `result`: "delivered", "deferred", "bounced" or "expired"
  *
  * A handler may change a field only where a stage documents it:
  * delivery-attempt allows `mail-from` (BATV signing, SRS).
