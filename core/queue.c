@@ -69,6 +69,7 @@ typedef struct {
   gboolean firing;            /* a scheduled or manual run is delivering everything due */
   gint64 last_fired;
   guint sending;              /* deliveries in flight */
+  guint unfire_timer;
 } Connection;
 
 typedef struct {
@@ -80,8 +81,16 @@ static void
 group_free (gpointer p)
 {
   Group *g = p;
+  if (g == NULL)
+    return;
   g_ptr_array_unref (g->entries);
   g_free (g);
+}
+
+static void
+ready_free (gpointer p)
+{
+  g_queue_free_full (p, group_free);
 }
 
 struct _PbQueue {
@@ -93,10 +102,22 @@ struct _PbQueue {
   gboolean rescan;
   gboolean stopped;
   gboolean warned_no_transport;
+  guint64 scan_number;        /* of the scan in progress (see in_flight) */
+  guint hold_timer;           /* rescans when a transport said it can take mail again */
+  gint64 hold_at;             /* real µs of that moment */
+  GHashTable *ready;          /* busy key -> GQueue of Group *: read by the last scan, over the
+                               * destination's concurrency; started as deliveries finish */
 };
 
-/* Entries being delivered, across generations: a reload must never send one twice. */
+/* Entries being delivered, across generations: a reload must never send one
+ * twice. The value is 0 while the delivery runs; once its result is durably
+ * recorded it becomes scans_issued + 1 at that moment: a scan whose number is
+ * lower was issued before the record and may still list the entry as due, so
+ * the entry stays out of it. Scans issued later see the result and release it. */
 static GHashTable *in_flight;
+static guint64 scans_issued;
+/* Collector runs under way per connection name, across generations ("collecting" in status). */
+static GHashTable *collecting;
 /* Deliveries in flight per "transport destination", across generations. */
 static GHashTable *busy;
 
@@ -141,6 +162,8 @@ connection_free (gpointer p)
   Connection *c = p;
   if (c->timer != 0)
     g_source_remove (c->timer);
+  if (c->unfire_timer != 0)
+    g_source_remove (c->unfire_timer);
   pb_schedule_free (c->schedule);
   g_free (c->name);
   g_free (c);
@@ -207,24 +230,110 @@ typedef struct {
   char *mail_from;
 } Attempt;
 
-static void attempt_free (Attempt *a)
+static void queue_start_attempt (PbQueue *q, Connection *c, GPtrArray *group);
+static void queue_scan (PbQueue *q);
+
+/* When C's transport can next take mail for DOMAIN (real µs), or 0 for now. */
+static gint64
+transport_ready_at (const Connection *c, const char *domain)
 {
+  gint64 at;
+
+  if (c->transport->spec.ready == NULL)
+    return 0;
+  at = c->transport->spec.ready (domain, c->transport->spec.user_data);
+  return at > g_get_real_time () ? at : 0;
+}
+
+static gboolean
+queue_hold_done (gpointer data)
+{
+  PbQueue *q = data;
+
+  q->hold_timer = 0;
+  queue_scan (q);
+  return G_SOURCE_REMOVE;
+}
+
+/* Mail a transport cannot take yet stays queued, and is not an attempt; one
+ * timer rescans at the earliest moment any held destination may go. */
+static void
+queue_hold_until (PbQueue *q, gint64 at)
+{
+  gint64 delay_ms;
+
+  if (q->hold_timer != 0 && q->hold_at <= at)
+    return;
+  if (q->hold_timer != 0)
+    g_source_remove (q->hold_timer);
+  q->hold_at = at;
+  delay_ms = (at - g_get_real_time () + 999) / 1000;
+  q->hold_timer = g_timeout_add ((guint) CLAMP (delay_ms, 1, G_MAXINT), queue_hold_done, q);
+}
+
+static void
+attempt_free (Attempt *a)
+{
+  PbQueue *q = a->queue;
+
   a->connection->sending--;
-  for (guint i = 0; i < a->entries->len; i++)
-    g_hash_table_remove (in_flight, &((Entry *) g_ptr_array_index (a->entries, i))->id);
   g_ptr_array_unref (a->entries);
   if (a->busy_key != NULL)
     {
       guint n = GPOINTER_TO_UINT (g_hash_table_lookup (busy, a->busy_key));
+      GQueue *ready;
+
       if (n <= 1)
         g_hash_table_remove (busy, a->busy_key);
       else
         g_hash_table_insert (busy, g_strdup (a->busy_key), GUINT_TO_POINTER (n - 1));
+      /* The destination has room again: the next group the last scan read
+       * for it goes now, without waiting for another scan. */
+      if (q != NULL && !q->stopped && a->gen == pb_generation_get_current ()
+          && (ready = g_hash_table_lookup (q->ready, a->busy_key)) != NULL)
+        {
+          gint64 now = now_unix ();
+          Group *group;
+
+          while ((group = g_queue_pop_head (ready)) != NULL)
+            {
+              Entry *first = g_ptr_array_index (group->entries, 0);
+              gint64 at = transport_ready_at (group->connection, domain_of (first->recipient));
+              gboolean go = at == 0 && connection_may_send (group->connection, now);
+
+              if (go)
+                queue_start_attempt (q, group->connection, group->entries);
+              group_free (group);
+              if (at != 0)
+                {
+                  /* The rest waits with it; the hold timer's scan reads it afresh. */
+                  queue_hold_until (q, at);
+                  g_queue_clear_full (ready, group_free);
+                }
+              if (go)
+                break;
+            }
+          if (g_queue_is_empty (ready))
+            g_hash_table_remove (q->ready, a->busy_key);
+        }
       g_free (a->busy_key);
     }
   g_free (a->mail_from);
   pb_generation_unref (a->gen);
   g_free (a);
+}
+
+static void
+result_recorded (GVariant *result, const GError *error, gpointer data)
+{
+  guint64 *id = data;
+
+  if (error != NULL)
+    g_warning ("queue: cannot record a delivery result (entry %" G_GUINT64_FORMAT "): %s", *id, error->message);
+  if (g_hash_table_contains (in_flight, id))
+    g_hash_table_insert (in_flight, id, GSIZE_TO_POINTER ((gsize) (scans_issued + 1)));
+  else
+    g_free (id);
 }
 
 static gint64
@@ -242,6 +351,15 @@ static void
 record (PbGeneration *gen, const char *op, GVariant *args)
 {
   pb_store_request_gen (gen, op, args, NULL, NULL);
+}
+
+static void result_recorded (GVariant *result, const GError *error, gpointer data);
+
+/* The entry leaves in_flight only once its result is durable (result_recorded). */
+static void
+record_result (PbGeneration *gen, const Entry *e, GVariant *args)
+{
+  pb_store_request_gen (gen, "queue.result", args, result_recorded, g_memdup2 (&e->id, sizeof e->id));
 }
 
 static void
@@ -297,7 +415,7 @@ delivery_done (PbDelivery *d, gpointer data)
 
       if (r->code >= 200 && r->code < 300)
         {
-          record (gen, "queue.result", g_variant_new ("(tsusx)", e->id, "delivered", attempts, reply, (gint64) 0));
+          record_result (gen, e, g_variant_new ("(tsusx)", e->id, "delivered", attempts, reply, (gint64) 0));
           pb_log_session ("pillarbox", G_LOG_LEVEL_INFO, NULL, e->queue_id, "to=<%s> via %s: delivered: %s",
                           e->recipient, a->transport->name, reply);
           notify_result (gen, e, a->transport->name, "delivered", reply);
@@ -306,7 +424,7 @@ delivery_done (PbDelivery *d, gpointer data)
         {
           /* The bounce reads the message first: the result may release it. */
           pb_bounce_send (gen, e->queue_id, e->sender, e->recipient, e->orcpt, e->notify, reply, a->transport->name);
-          record (gen, "queue.result", g_variant_new ("(tsusx)", e->id, "bounced", attempts, reply, (gint64) 0));
+          record_result (gen, e, g_variant_new ("(tsusx)", e->id, "bounced", attempts, reply, (gint64) 0));
           pb_log_session ("pillarbox", G_LOG_LEVEL_INFO, NULL, e->queue_id, "to=<%s> via %s: bounced: %s",
                           e->recipient, a->transport->name, reply);
           notify_result (gen, e, a->transport->name, "bounced", reply);
@@ -316,7 +434,7 @@ delivery_done (PbDelivery *d, gpointer data)
           g_autofree char *why = g_strdup_printf ("%s (gave up after %u attempts: the message was queued too long)",
                                                   reply, attempts);
           pb_bounce_send (gen, e->queue_id, e->sender, e->recipient, e->orcpt, e->notify, why, a->transport->name);
-          record (gen, "queue.result", g_variant_new ("(tsusx)", e->id, "bounced", attempts, why, (gint64) 0));
+          record_result (gen, e, g_variant_new ("(tsusx)", e->id, "bounced", attempts, why, (gint64) 0));
           pb_log_session ("pillarbox", G_LOG_LEVEL_INFO, NULL, e->queue_id, "to=<%s>: expired: %s", e->recipient,
                           reply);
           notify_result (gen, e, a->transport->name, "expired", why);
@@ -324,15 +442,17 @@ delivery_done (PbDelivery *d, gpointer data)
       else
         {
           gint64 next = now + retry_delay (gen, attempts);
-          record (gen, "queue.result", g_variant_new ("(tsusx)", e->id, "deferred", attempts, reply, next));
+          record_result (gen, e, g_variant_new ("(tsusx)", e->id, "deferred", attempts, reply, next));
           pb_log_session ("pillarbox", G_LOG_LEVEL_INFO, NULL, e->queue_id,
                           "to=<%s> via %s: deferred (attempt %u, next in %" G_GINT64_FORMAT " s): %s", e->recipient,
                           a->transport->name, attempts, next - now, reply);
           notify_result (gen, e, a->transport->name, "deferred", reply);
         }
     }
-  /* Results are recorded; the next scan (soon) picks what is still due. */
-  if (a->queue != NULL && !a->queue->stopped && gen == pb_generation_get_current ())
+  /* When the last scan left nothing waiting for this destination, the next
+   * one (soon) picks what is due now; otherwise attempt_free starts the next. */
+  if (a->queue != NULL && !a->queue->stopped && gen == pb_generation_get_current ()
+      && !g_hash_table_contains (a->queue->ready, a->busy_key))
     pb_queue_kick (a->queue);
   attempt_free (a);
 }
@@ -393,7 +513,7 @@ queue_start_attempt (PbQueue *q, Connection *c, GPtrArray *group)
     {
       Entry *e = g_ptr_array_steal_index (group, 0);
       g_ptr_array_add (a->entries, e);
-      g_hash_table_add (in_flight, g_memdup2 (&e->id, sizeof e->id));
+      g_hash_table_insert (in_flight, g_memdup2 (&e->id, sizeof e->id), GSIZE_TO_POINTER (0));
     }
   first = g_ptr_array_index (a->entries, 0);
   a->busy_key = g_strdup_printf ("%s %s", c->transport->name, domain_of (first->recipient));
@@ -423,6 +543,22 @@ compare_order (gconstpointer pa, gconstpointer pb, gpointer data)
   return a->id < b->id ? -1 : a->id > b->id;
 }
 
+/* Releases the entries whose results were recorded before scan SCAN was issued. */
+static void
+release_recorded (guint64 scan)
+{
+  GHashTableIter it;
+  gpointer value;
+
+  g_hash_table_iter_init (&it, in_flight);
+  while (g_hash_table_iter_next (&it, NULL, &value))
+    {
+      guint64 tag = GPOINTER_TO_SIZE (value);
+      if (tag != 0 && tag <= scan)
+        g_hash_table_iter_remove (&it);
+    }
+}
+
 static void
 queue_due_done (GVariant *result, const GError *error, gpointer data)
 {
@@ -436,6 +572,13 @@ queue_due_done (GVariant *result, const GError *error, gpointer data)
   q->scanning = FALSE;
   if (q->stopped)
     return;
+  if (q->rescan)
+    {
+      /* A kick came while this scan ran: what it announced may be missing here. */
+      q->rescan = FALSE;
+      pb_queue_kick (q);
+    }
+  release_recorded (q->scan_number);
   if (error != NULL)
     {
       if (!g_error_matches (error, PB_STORE_ERROR_DOMAIN, PB_STORE_ERROR_NO_BACKEND))
@@ -453,7 +596,7 @@ queue_due_done (GVariant *result, const GError *error, gpointer data)
       {
         Entry *e;
         if (g_hash_table_contains (in_flight, &id))
-          continue;
+          continue;   /* being delivered, or recorded after this scan was issued */
         e = g_new0 (Entry, 1);
         e->id = id;
         e->queue_id = g_strdup (qid);
@@ -506,17 +649,34 @@ queue_due_done (GVariant *result, const GError *error, gpointer data)
         }
     }
 
+  /* This scan's view replaces the last one's: what waits is read afresh. */
+  g_hash_table_remove_all (q->ready);
   for (guint i = 0; i < order->len; i++)
     {
       Group *group = g_ptr_array_index (order, i);
       Entry *first = g_ptr_array_index (group->entries, 0);
       g_autofree char *busy_key = g_strdup_printf ("%s %s", group->connection->transport->name,
                                                    domain_of (first->recipient));
+      gint64 at = transport_ready_at (group->connection, domain_of (first->recipient));
 
-      /* Per-destination concurrency: the rest waits for the next scan, which
-       * every finished delivery triggers. */
+      if (at != 0)
+        {
+          queue_hold_until (q, at);
+          continue;
+        }
+      /* Per-destination concurrency: the rest waits in order, and each
+       * finished delivery to the destination starts the next. */
       if (GPOINTER_TO_UINT (g_hash_table_lookup (busy, busy_key)) >= (guint) q->gen->core->destination_concurrency)
-        continue;
+        {
+          GQueue *ready = g_hash_table_lookup (q->ready, busy_key);
+          if (ready == NULL)
+            {
+              ready = g_queue_new ();
+              g_hash_table_insert (q->ready, g_strdup (busy_key), ready);
+            }
+          g_queue_push_tail (ready, g_steal_pointer (&order->pdata[i]));
+          continue;
+        }
       queue_start_attempt (q, group->connection, group->entries);
     }
 }
@@ -530,6 +690,7 @@ queue_scan (PbQueue *q)
       return;
     }
   q->scanning = TRUE;
+  q->scan_number = ++scans_issued;
   pb_store_request_gen (q->gen, "queue.due", g_variant_new ("(xu)", now_unix (), (guint32) QUEUE_SCAN_LIMIT),
                         queue_due_done, q);
 }
@@ -566,6 +727,14 @@ static void connection_arm (PbQueue *q, Connection *c);
 static void
 collector_done (PbCollectorRun *run, const GError *error, gpointer data)
 {
+  char *name = data;
+  guint n = GPOINTER_TO_UINT (g_hash_table_lookup (collecting, name));
+
+  if (n <= 1)
+    g_hash_table_remove (collecting, name);
+  else
+    g_hash_table_insert (collecting, g_strdup (name), GUINT_TO_POINTER (n - 1));
+  g_free (name);
   if (error != NULL)
     g_warning ("collector %s: %s", pb_collector_run_get_name (run), error->message);
   else
@@ -577,6 +746,7 @@ connection_unfire (gpointer data)
 {
   Connection *c = data;
   c->firing = FALSE;
+  c->unfire_timer = 0;
   return G_SOURCE_REMOVE;
 }
 
@@ -595,7 +765,9 @@ pb_queue_fire (PbQueue *q, const char *name)
         {
           /* Everything due goes now, even if send-immediately is off; deny windows still hold. */
           c->firing = TRUE;
-          g_timeout_add_seconds (60, connection_unfire, c);
+          if (c->unfire_timer != 0)
+            g_source_remove (c->unfire_timer);
+          c->unfire_timer = g_timeout_add_seconds (60, connection_unfire, c);
           queue_scan (q);
         }
       for (guint k = 0; c->config->collectors[k] != NULL; k++)
@@ -610,7 +782,9 @@ pb_queue_fire (PbQueue *q, const char *name)
               g_warning ("connection %s: no collector named %s", c->name, c->config->collectors[k]);
               continue;
             }
-          col->spec.run (pb_collector_run_new (col->name, collector_done, NULL), col->spec.user_data);
+          g_hash_table_insert (collecting, g_strdup (c->name),
+                               GUINT_TO_POINTER (GPOINTER_TO_UINT (g_hash_table_lookup (collecting, c->name)) + 1));
+          col->spec.run (pb_collector_run_new (col->name, collector_done, g_strdup (c->name)), col->spec.user_data);
         }
     }
 }
@@ -665,9 +839,11 @@ pb_queue_new (PbGeneration *gen, GError **error)
     {
       in_flight = g_hash_table_new_full (g_int64_hash, g_int64_equal, g_free, NULL);
       busy = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
+      collecting = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
     }
   q->gen = gen;
   q->connections = g_ptr_array_new_with_free_func (connection_free);
+  q->ready = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, ready_free);
   if (gen->connections != NULL)
     names = (const char *const *) gen->connections->names->pdata;
   for (guint i = 0; configs != NULL && configs[i] != NULL; i++)
@@ -727,6 +903,10 @@ pb_queue_stop (PbQueue *q)
     return;
   /* Deliveries in flight finish and record their results; nothing new starts. */
   q->stopped = TRUE;
+  g_hash_table_remove_all (q->ready);
+  if (q->hold_timer != 0)
+    g_source_remove (q->hold_timer);
+  q->hold_timer = 0;
   if (q->scan_timer != 0)
     g_source_remove (q->scan_timer);
   if (q->kick_idle != 0)
@@ -747,6 +927,7 @@ pb_queue_free (PbQueue *q)
   if (q == NULL)
     return;
   pb_queue_stop (q);
+  g_hash_table_unref (q->ready);
   g_ptr_array_unref (q->connections);
   g_free (q);
 }
@@ -762,8 +943,12 @@ pb_queue_describe (PbQueue *q, GString *text)
     {
       Connection *c = g_ptr_array_index (q->connections, i);
       gint64 next = pb_schedule_next (c->schedule, now);
-      const char *state = c->sending > 0 ? "sending" : pb_schedule_is_denied (c->schedule, now) ? "held (deny window)"
-                                                                                            : "idle";
+      gint64 held = c->transport != NULL ? transport_ready_at (c, "") : 0;
+      const char *state = c->sending > 0                                            ? "sending"
+                          : g_hash_table_contains (collecting, c->name)             ? "collecting"
+                          : pb_schedule_is_denied (c->schedule, now)               ? "held (deny window)"
+                          : held != 0                                               ? "held (sender's cap)"
+                                                                                    : "idle";
       GVariantBuilder cb;
       g_autoptr (GDateTime) t = next > 0 ? g_date_time_new_from_unix_local (next) : NULL;
       g_autofree char *next_text = t != NULL ? g_date_time_format (t, "%Y-%m-%d %H:%M") : NULL;
@@ -775,12 +960,20 @@ pb_queue_describe (PbQueue *q, GString *text)
       g_variant_builder_add (&cb, "{sv}", "deliveries", g_variant_new_uint32 (c->sending));
       g_variant_builder_add (&cb, "{sv}", "send_immediately", g_variant_new_boolean (c->config->send_immediately));
       g_variant_builder_add (&cb, "{sv}", "next_run", g_variant_new_int64 (next));
+      g_variant_builder_add (&cb, "{sv}", "held_until", g_variant_new_int64 (held / G_USEC_PER_SEC));
       g_variant_builder_add (&b, "a{sv}", &cb);
       if (text != NULL)
         g_string_append_printf (text, "  %-16s %-8s %-20s %s%s%s\n", c->name,
                                 c->transport != NULL ? c->transport->name : "-", state,
                                 c->config->send_immediately ? "sends at once" : "sends on schedule",
                                 next_text != NULL ? "; next run " : "", next_text != NULL ? next_text : "");
+      if (text != NULL && held != 0)
+        {
+          g_autoptr (GDateTime) h = g_date_time_new_from_unix_local (held / G_USEC_PER_SEC);
+          g_autofree char *h_text = h != NULL ? g_date_time_format (h, "%H:%M:%S") : NULL;
+          g_string_append_printf (text, "  %-16s its sender takes no more mail until %s (a periodic cap)\n", "",
+                                  h_text != NULL ? h_text : "?");
+        }
     }
   return g_variant_builder_end (&b);
 }

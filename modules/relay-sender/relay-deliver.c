@@ -12,13 +12,12 @@
  *    first [relay-route] whose senders and recipients match decides
  *    (action relay: yes; pass: no); when none matches, accept-unmatched.
  *
- *  - whether it can take more now: with ABI 1.0 it cannot ask. A delivery
- *    made while a server's periodic cap is full is answered at once, for
- *    every recipient, "451 4.4.5 relay NAME: limit of 50 messages per 1h
- *    reached; next one allowed at 2024-05-01T10:12:00Z (in 734 s)
- *    [retry-at=UNIX]" without any connection, so the queue manager just
- *    retries later. docs/relay-sender.md proposes a `ready` callback for a
- *    later ABI minor.
+ *  - whether it can take more now: PbTransportSpec.ready (relay_ready, ABI
+ *    1.1): the queue manager holds the mail back until a cap has room. A
+ *    delivery that still finds every cap full (parallel sessions took the
+ *    last places) is answered at once, for every recipient, "451 4.4.5 relay
+ *    NAME: limit of 50 messages per 1h reached; next one allowed at
+ *    2024-05-01T10:12:00Z (in 734 s) [retry-at=UNIX]" without a connection.
  */
 
 typedef struct {

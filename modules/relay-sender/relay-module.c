@@ -508,6 +508,7 @@ relay_init (PbModule *module, const void *config, GError **error)
       .deliver = relay_deliver,
       .user_data = relay,
       .accepts = relay_accepts,
+      .ready = relay_ready,
     };
     if (!pb_module_add_transport (module, &spec, error))
       return FALSE;

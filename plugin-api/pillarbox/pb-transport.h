@@ -44,6 +44,11 @@ typedef struct _PbDelivery PbDelivery;
  * @user_data: passed to @deliver and @accepts
  * @accepts: (nullable): whether this transport carries mail from @mail_from to
  *   @recipient (routing rules such as VPOP3's Domain Filtering); %NULL: all of it
+ * @ready: (nullable): 0 when the transport can take mail for @destination now;
+ *   otherwise the real time (as g_get_real_time(), microseconds) when it can
+ *   next, e.g. when an ISP's periodic cap ("50 messages per hour") frees a
+ *   place. The queue manager holds that destination's mail back until then
+ *   without counting an attempt. Since ABI 1.1; %NULL: always ready.
  *
  * A transport registration. The queue manager gives a recipient to the
  * sender of the first connection (in configuration order) whose transport
@@ -57,6 +62,7 @@ typedef struct {
   void (*deliver) (PbDelivery *delivery, gpointer user_data);
   gpointer user_data;
   gboolean (*accepts) (const char *mail_from, const char *recipient, gpointer user_data);
+  gint64 (*ready) (const char *destination, gpointer user_data);
 } PbTransportSpec;
 
 /**

@@ -31,7 +31,7 @@ test_sizes_lp64 (void **state)
   assert_int_equal (sizeof (PbStorageSpec), 72);
   assert_int_equal (sizeof (PbEnvelope), 72);
   assert_int_equal (sizeof (PbRecipient), 48);
-  assert_int_equal (sizeof (PbTransportSpec), 40);
+  assert_int_equal (sizeof (PbTransportSpec), 48);
   assert_int_equal (sizeof (PbCollectorSpec), 32);
 }
 
