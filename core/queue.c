@@ -103,8 +103,8 @@ struct _PbQueue {
   gboolean stopped;
   gboolean warned_no_transport;
   guint64 scan_number;        /* of the scan in progress (see in_flight) */
-  guint hold_timer;           /* rescans when a transport said it can take mail again */
-  gint64 hold_at;             /* real µs of that moment */
+  guint wake_timer;           /* rescans at the first of wakeups */
+  GArray *wakeups;            /* gint64 real µs, sorted: a transport takes mail again, a retry is due */
   GHashTable *ready;          /* busy key -> GQueue of Group *: read by the last scan, over the
                                * destination's concurrency; started as deliveries finish */
 };
@@ -245,30 +245,62 @@ transport_ready_at (const Connection *c, const char *domain)
   return at > g_get_real_time () ? at : 0;
 }
 
+#define QUEUE_MAX_WAKEUPS 64
+#define QUEUE_WAKEUP_SLACK_US (500 * 1000)
+
+static void queue_wake_arm (PbQueue *q);
+
 static gboolean
-queue_hold_done (gpointer data)
+queue_wake_done (gpointer data)
 {
   PbQueue *q = data;
+  gint64 now = g_get_real_time ();
 
-  q->hold_timer = 0;
+  q->wake_timer = 0;
+  while (q->wakeups->len > 0 && g_array_index (q->wakeups, gint64, 0) <= now + 1000)
+    g_array_remove_index (q->wakeups, 0);
   queue_scan (q);
+  queue_wake_arm (q);
   return G_SOURCE_REMOVE;
 }
 
-/* Mail a transport cannot take yet stays queued, and is not an attempt; one
- * timer rescans at the earliest moment any held destination may go. */
 static void
-queue_hold_until (PbQueue *q, gint64 at)
+queue_wake_arm (PbQueue *q)
 {
   gint64 delay_ms;
 
-  if (q->hold_timer != 0 && q->hold_at <= at)
+  if (q->wake_timer != 0)
+    g_source_remove (q->wake_timer);
+  q->wake_timer = 0;
+  if (q->wakeups->len == 0 || q->stopped)
     return;
-  if (q->hold_timer != 0)
-    g_source_remove (q->hold_timer);
-  q->hold_at = at;
-  delay_ms = (at - g_get_real_time () + 999) / 1000;
-  q->hold_timer = g_timeout_add ((guint) CLAMP (delay_ms, 1, G_MAXINT), queue_hold_done, q);
+  delay_ms = (g_array_index (q->wakeups, gint64, 0) - g_get_real_time () + 999) / 1000;
+  q->wake_timer = g_timeout_add ((guint) CLAMP (delay_ms, 1, G_MAXINT), queue_wake_done, q);
+}
+
+/* Rescans at AT (real µs): mail a transport cannot take yet, or a retry that
+ * falls due, goes then rather than at the next periodic scan. Close moments
+ * share one scan; past QUEUE_MAX_WAKEUPS the periodic scan covers the latest. */
+static void
+queue_hold_until (PbQueue *q, gint64 at)
+{
+  guint i = 0, n = q->wakeups->len;
+
+  if (q->stopped)
+    return;
+  while (i < n && g_array_index (q->wakeups, gint64, i) < at - QUEUE_WAKEUP_SLACK_US)
+    i++;
+  if (i < n && g_array_index (q->wakeups, gint64, i) <= at + QUEUE_WAKEUP_SLACK_US)
+    return;
+  if (n >= QUEUE_MAX_WAKEUPS)
+    {
+      if (i >= n)
+        return;
+      g_array_set_size (q->wakeups, n - 1);
+    }
+  g_array_insert_val (q->wakeups, i, at);
+  if (i == 0)
+    queue_wake_arm (q);
 }
 
 static void
@@ -411,7 +443,8 @@ delivery_done (PbDelivery *d, gpointer data)
         reply = g_strdup_printf ("%u%s%s%s%s", r->code, r->enhanced != NULL ? " " : "",
                                  r->enhanced != NULL ? r->enhanced : "", r->text != NULL ? " " : "",
                                  r->text != NULL ? r->text : "");
-      record (gen, "queue.attempt", g_variant_new ("(txss)", e->id, now, a->transport->name, reply));
+      if (!(r->code >= 400 && r->code < 500 && r->retry_at > 0))
+        record (gen, "queue.attempt", g_variant_new ("(txss)", e->id, now, a->transport->name, reply));
 
       if (r->code >= 200 && r->code < 300)
         {
@@ -429,6 +462,18 @@ delivery_done (PbDelivery *d, gpointer data)
                           e->recipient, a->transport->name, reply);
           notify_result (gen, e, a->transport->name, "bounced", reply);
         }
+      else if (r->retry_at > 0 && now - e->queued_at < gen->core->max_queue_lifetime / 1000)
+        {
+          /* Not an attempt: the transport held it back (a periodic cap). */
+          gint64 next = MAX (r->retry_at, now + 1);
+          record_result (gen, e, g_variant_new ("(tsusx)", e->id, "deferred", e->attempts, reply, next));
+          if (a->queue != NULL && gen == pb_generation_get_current ())
+            queue_hold_until (a->queue, next * G_USEC_PER_SEC);
+          pb_log_session ("pillarbox", G_LOG_LEVEL_INFO, NULL, e->queue_id,
+                          "to=<%s> via %s: held until %" G_GINT64_FORMAT " s from now: %s", e->recipient,
+                          a->transport->name, next - now, reply);
+          notify_result (gen, e, a->transport->name, "deferred", reply);
+        }
       else if (now - e->queued_at >= gen->core->max_queue_lifetime / 1000)
         {
           g_autofree char *why = g_strdup_printf ("%s (gave up after %u attempts: the message was queued too long)",
@@ -442,6 +487,8 @@ delivery_done (PbDelivery *d, gpointer data)
       else
         {
           gint64 next = now + retry_delay (gen, attempts);
+          if (a->queue != NULL && gen == pb_generation_get_current ())
+            queue_hold_until (a->queue, next * G_USEC_PER_SEC);
           record_result (gen, e, g_variant_new ("(tsusx)", e->id, "deferred", attempts, reply, next));
           pb_log_session ("pillarbox", G_LOG_LEVEL_INFO, NULL, e->queue_id,
                           "to=<%s> via %s: deferred (attempt %u, next in %" G_GINT64_FORMAT " s): %s", e->recipient,
@@ -844,6 +891,7 @@ pb_queue_new (PbGeneration *gen, GError **error)
   q->gen = gen;
   q->connections = g_ptr_array_new_with_free_func (connection_free);
   q->ready = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, ready_free);
+  q->wakeups = g_array_new (FALSE, FALSE, sizeof (gint64));
   if (gen->connections != NULL)
     names = (const char *const *) gen->connections->names->pdata;
   for (guint i = 0; configs != NULL && configs[i] != NULL; i++)
@@ -904,9 +952,9 @@ pb_queue_stop (PbQueue *q)
   /* Deliveries in flight finish and record their results; nothing new starts. */
   q->stopped = TRUE;
   g_hash_table_remove_all (q->ready);
-  if (q->hold_timer != 0)
-    g_source_remove (q->hold_timer);
-  q->hold_timer = 0;
+  if (q->wake_timer != 0)
+    g_source_remove (q->wake_timer);
+  q->wake_timer = 0;
   if (q->scan_timer != 0)
     g_source_remove (q->scan_timer);
   if (q->kick_idle != 0)
@@ -928,6 +976,7 @@ pb_queue_free (PbQueue *q)
     return;
   pb_queue_stop (q);
   g_hash_table_unref (q->ready);
+  g_array_unref (q->wakeups);
   g_ptr_array_unref (q->connections);
   g_free (q);
 }

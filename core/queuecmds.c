@@ -145,7 +145,8 @@ count_done (GVariant *result, const GError *error, gpointer data)
   g_variant_get (result, "u", &n);
   text = g_strdup_printf ("%s: %u recipient%s %s", *id != '\0' ? id : "all", n, n == 1 ? "" : "s",
                           retry ? "due now" : "removed from the queue");
-  if (retry && c->gen->queue != NULL)
+  /* A rescan also drops deleted entries from the manager's waiting lists. */
+  if (c->gen->queue != NULL)
     pb_queue_kick (c->gen->queue);
   pb_control_request_reply (c->req, g_variant_new_uint32 (n), text);
   queue_call_free (c);
@@ -167,13 +168,6 @@ cmd_queue (PbControlRequest *req, gpointer user_data)
     {
       gboolean all = strcmp (args[1], "--all") == 0;
       g_autofree char *tag = g_strdup_printf ("%s:%s", args[0], all ? "" : args[1]);
-      if (strcmp (args[0], "delete") == 0 && all)
-        {
-          /* queue.delete takes one id; deleting everything is a list of deletes. */
-          pb_control_request_fail (req, "queue delete --all is refused: delete messages one by one "
-                                        "(pillarbox queue list shows their ids)");
-          return;
-        }
       pb_store_request_gen (gen, strcmp (args[0], "delete") == 0 ? "queue.delete" : "queue.retry",
                             g_variant_new ("(s)", all ? "" : args[1]), count_done, queue_call_new (req, tag));
     }

@@ -139,6 +139,15 @@ pb_delivery_set_result (PbDelivery *delivery, guint index, guint code, const cha
   r->enhanced = g_strdup (enhanced);
   g_free (r->text);
   r->text = g_strdup (text);
+  r->retry_at = 0;
+}
+
+void
+pb_delivery_set_retry_at (PbDelivery *delivery, guint index, gint64 unix_time)
+{
+  g_return_if_fail (delivery != NULL && index < delivery->n_recipients);
+  g_return_if_fail (delivery->results[index].code >= 400 && delivery->results[index].code < 500);
+  delivery->results[index].retry_at = unix_time;
 }
 
 void

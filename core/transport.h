@@ -11,6 +11,7 @@ typedef struct {
   guint code;                 /* 0: no result, retry later */
   char *enhanced;
   char *text;
+  gint64 retry_at;            /* unix s: a 4xx that was no attempt (pb_delivery_set_retry_at) */
 } PbDeliveryResult;
 
 typedef void (*PbDeliveryDoneFunc) (PbDelivery *delivery, gpointer user_data);

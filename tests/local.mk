@@ -126,6 +126,7 @@ INTEGRATION_TESTS = \
 	tests/integration/test-daemon.py \
 	tests/integration/test-directory.py \
 	tests/integration/test-outbound.py \
+	tests/integration/test-outbound-caps.py \
 	tests/integration/test-example-plugin.sh
 TESTS += $(INTEGRATION_TESTS)
 
@@ -135,6 +136,7 @@ EXTRA_DIST += \
 	tests/dns-server.py \
 	tests/lsan.supp \
 	tests/integration/pbtest.py \
+	tests/integration/smtpsink.py \
 	$(INTEGRATION_TESTS)
 
 # test-example-plugin runs `make install DESTDIR=...` in the build tree, which

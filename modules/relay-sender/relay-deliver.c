@@ -204,17 +204,25 @@ relay_ready (const char *destination, gpointer user_data)
 }
 
 static guint
-relay_cap_reserve (gpointer data, SmtpcTarget *t, guint wanted, char **why)
+relay_cap_reserve (gpointer data, SmtpcTarget *t, guint wanted, char **why, gint64 *retry_at)
 {
   Relay *relay = data;
   RelayServer *s = t->cap_data;
   gint64 now;
+  guint granted;
 
   if (s == NULL || s->caps == NULL)
     return MAX (wanted, 1);
   now = relay->now_ms ();
   relay_cap_log_sync (&relay->cap_log, now);
-  return relay_caps_reserve (s->caps, wanted, now, why);
+  granted = relay_caps_reserve (s->caps, wanted, now, why);
+  if (granted == 0)
+    {
+      /* Full only with messages under way: a place frees when they end, soon. */
+      gint64 next = relay_caps_next_allowed (s->caps, now);
+      *retry_at = (MAX (next, now + 2000) + 999) / 1000;
+    }
+  return granted;
 }
 
 static void

@@ -314,6 +314,8 @@ job_finish (Job *job)
           r = &job->last;
         }
       pb_delivery_set_result (job->delivery, job->indexes[pos], r->code, r->enhanced, r->text);
+      if (r->retry_at > 0 && r->code / 100 == 4)
+        pb_delivery_set_retry_at (job->delivery, job->indexes[pos], r->retry_at);
       pb_log_session (c->log_domain, G_LOG_LEVEL_INFO, NULL, queue_id, "to=<%s>, status=%s (%s)",
                       rcpts[job->indexes[pos]], status_word (r->code), r->text != NULL ? r->text : "");
     }
@@ -349,10 +351,12 @@ job_target_failed (Job *job, const SmtpcResult *r)
     {
       guint pos = g_array_index (job->to_send, guint, k);
       smtpc_result_set (&job->results[pos], r->code, r->enhanced, r->text, TRUE);
+      job->results[pos].retry_at = r->retry_at;
       g_array_append_val (job->next_round, pos);
     }
   g_array_set_size (job->to_send, 0);
   smtpc_result_set (&job->last, r->code, r->enhanced, r->text, TRUE);
+  job->last.retry_at = r->retry_at;
   job_advance (job);
 }
 
@@ -555,14 +559,16 @@ job_try (Job *job)
     {
       guint wanted = job->to_send->len;
       char *why = NULL;
+      gint64 retry_at = 0;
 
       if (t->max_recipients_per_message > 0)
         wanted = MIN (wanted, t->max_recipients_per_message);
-      job->granted = c->hooks.reserve (c->hooks.data, t, wanted, &why);
+      job->granted = c->hooks.reserve (c->hooks.data, t, wanted, &why, &retry_at);
       if (job->granted == 0)
         {
           SmtpcResult r = { 0 };
           smtpc_result_set (&r, 451, "4.4.5", why != NULL ? why : "the server's limits are reached", TRUE);
+          r.retry_at = retry_at;
           g_free (why);
           job_target_failed (job, &r);
           smtpc_result_clear (&r);

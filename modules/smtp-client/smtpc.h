@@ -200,6 +200,8 @@ typedef struct {
   /* A 4xx that another server might not give (a refusal, a lost
    * connection before the final "."): the job tries the next target. */
   gboolean try_next;
+  /* A 4xx from a cap of our own (no server was asked): when it may go (unix s). */
+  gint64 retry_at;
 } SmtpcResult;
 
 void smtpc_result_set (SmtpcResult *r, guint code, const char *enhanced, const char *text, gboolean try_next);
@@ -279,12 +281,13 @@ void smtpc_target_free (SmtpcTarget *t);
 
 /* A module's veto over transactions (relay-sender's periodic caps).
  * reserve: how many of @wanted recipients may go in one more message now
- * (0: none, with *why set to the reason, a 4xx text); what it grants is
+ * (0: none, with *why set to the reason, a 4xx text, and *retry_at to the
+ * unix time a place frees, or 0 when unknown); what it grants is
  * held until settle, so parallel sessions cannot overshoot together.
  * settle: the transaction ended; @delivered says whether the server took
  * the message, @accepted with how many recipients. */
 typedef struct {
-  guint (*reserve) (gpointer data, SmtpcTarget *t, guint wanted, char **why);
+  guint (*reserve) (gpointer data, SmtpcTarget *t, guint wanted, char **why, gint64 *retry_at);
   void (*settle) (gpointer data, SmtpcTarget *t, guint granted, gboolean delivered, guint accepted);
   gpointer data;
 } SmtpcCapHooks;

@@ -228,38 +228,63 @@ sq_op_queue_get (SqStore *store, GVariant *args, GVariant **result, GError **err
   return TRUE;
 }
 
-/* queue.delete (s) -> u: every entry of the message goes; so does the message, unless a mailbox holds it. */
+/* Removes every queue entry of MESSAGE, adding their number to *COUNT, and
+ * the message itself unless a mailbox holds it. */
 static gboolean
-sq_op_queue_delete (SqStore *store, GVariant *args, GVariant **result, GError **error)
+sq_queue_delete_message (SqStore *store, gint64 message, guint32 *count, GError **error)
 {
-  const char *qid;
-  gboolean row;
-  gint64 message;
-  SqStmt *stmt = sq_db_prepare (store->db, "SELECT id FROM messages WHERE queue_id = ?1 AND state = 'committed'",
-                                error);
+  SqStmt *stmt = sq_db_prepare (store->db, "DELETE FROM queue WHERE message_id = ?1", error);
 
-  if (stmt == NULL)
-    return FALSE;
-  g_variant_get (args, "(&s)", &qid);
-  sqlite3_bind_text (stmt, 1, qid, -1, SQLITE_STATIC);
-  if (!sq_db_step (store->db, stmt, &row, error))
-    return FALSE;
-  if (!row)
-    {
-      sqlite3_reset (stmt);
-      g_set_error (error, PB_STORE_ERROR_DOMAIN, PB_STORE_ERROR_NOT_FOUND, "no message %s", qid);
-      return FALSE;
-    }
-  message = sqlite3_column_int64 (stmt, 0);
-  sqlite3_reset (stmt);
-  stmt = sq_db_prepare (store->db, "DELETE FROM queue WHERE message_id = ?1", error);
   if (stmt == NULL)
     return FALSE;
   sqlite3_bind_int64 (stmt, 1, message);
   if (!sq_db_run (store->db, stmt, error))
     return FALSE;
-  *result = g_variant_new_uint32 ((guint32) sqlite3_changes (store->db->db));
+  *count += (guint32) sqlite3_changes (store->db->db);
   return sq_message_release (store, message, error);
+}
+
+/* queue.delete (s) -> u: every entry of the message (of every message, for ""). */
+static gboolean
+sq_op_queue_delete (SqStore *store, GVariant *args, GVariant **result, GError **error)
+{
+  g_autoptr (GArray) messages = g_array_new (FALSE, FALSE, sizeof (gint64));
+  const char *qid;
+  gboolean row;
+  guint32 count = 0;
+  SqStmt *stmt;
+
+  g_variant_get (args, "(&s)", &qid);
+  stmt = sq_db_prepare (store->db,
+                        *qid != '\0' ? "SELECT id FROM messages WHERE queue_id = ?1 AND state = 'committed'"
+                                     : "SELECT DISTINCT message_id FROM queue",
+                        error);
+  if (stmt == NULL)
+    return FALSE;
+  if (*qid != '\0')
+    sqlite3_bind_text (stmt, 1, qid, -1, SQLITE_STATIC);
+  /* Collect first: releasing a message changes the tables being read. */
+  for (;;)
+    {
+      gint64 id;
+      if (!sq_db_step (store->db, stmt, &row, error))
+        return FALSE;
+      if (!row)
+        break;
+      id = sqlite3_column_int64 (stmt, 0);
+      g_array_append_val (messages, id);
+    }
+  sqlite3_reset (stmt);
+  if (*qid != '\0' && messages->len == 0)
+    {
+      g_set_error (error, PB_STORE_ERROR_DOMAIN, PB_STORE_ERROR_NOT_FOUND, "no message %s", qid);
+      return FALSE;
+    }
+  for (guint i = 0; i < messages->len; i++)
+    if (!sq_queue_delete_message (store, g_array_index (messages, gint64, i), &count, error))
+      return FALSE;
+  *result = g_variant_new_uint32 (count);
+  return TRUE;
 }
 
 /* queue.retry (s) -> u: deferred entries of one message (or of all, for "") are due now. */

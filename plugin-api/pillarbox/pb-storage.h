@@ -357,7 +357,8 @@ PB_API void pb_store_message_read (PbModule *module, const char *message_id, gin
  * - `queue.get` `(s)` queue id → `(sxxssa(tssuxsa(xss)))` sender, size, queued at,
  *   DSN ret, DSN envid, entries: id, recipient, state, attempts, next attempt, last
  *   reply, history (time, server, reply)
- * - `queue.delete` `(s)` queue id → `u` entries removed
+ * - `queue.delete` `(s)` queue id, or "" for every message in the queue (ABI 1.1)
+ *   → `u` entries removed
  * - `queue.retry` `(s)` queue id, or "" for every deferred entry → `u` entries made
  *   due now
  *

@@ -168,6 +168,21 @@ PB_API void pb_delivery_set_result (PbDelivery *delivery, guint index, guint cod
                                     const char *enhanced, const char *text);
 
 /**
+ * pb_delivery_set_retry_at:
+ * @delivery: a delivery
+ * @index: the recipient's index, whose result was set to a 4xx
+ * @unix_time: when the transport expects to take it
+ *
+ * Says that the 4xx was no attempt: the transport did not try the
+ * recipient (its own periodic cap was full) and knows when it can. The
+ * queue manager retries at @unix_time without counting an attempt, so
+ * the retry schedule does not grow and no history line is written.
+ *
+ * Since: ABI 1.1
+ */
+PB_API void pb_delivery_set_retry_at (PbDelivery *delivery, guint index, gint64 unix_time);
+
+/**
  * pb_delivery_complete:
  * @delivery: (transfer full): a delivery
  *
