@@ -137,6 +137,14 @@ bounce_routed (const PbRoute *route, gpointer data)
   BounceCommit *bc;
   gboolean remote = FALSE;
 
+  if (route->kind == PB_ROUTE_REMOTE && !b->gen->core->bounce_remote_senders)
+    {
+      pb_log_session ("pillarbox", G_LOG_LEVEL_INFO, NULL, b->queue_id,
+                      "to=<%s>: no bounce to the outside sender <%s> (core.bounce-remote-senders = false): %s",
+                      b->recipient, b->sender, b->reply);
+      bounce_free (b);
+      return;
+    }
   if (route->kind == PB_ROUTE_REMOTE)
     {
       PbRecipient *r = g_new0 (PbRecipient, 1);

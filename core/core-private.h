@@ -110,6 +110,7 @@ typedef struct {
   gint queue_order;           /* 0 oldest first, 1 smallest first, 2 newest first */
   gint64 destination_concurrency;
   gint64 queue_scan_interval;
+  gboolean bounce_remote_senders;
 } PbCoreConfig;
 
 /* [connection NAME]: one sender, collectors, and when they run. */

@@ -52,6 +52,11 @@ const PbSetting pb_core_settings[] = {
                   "Deliveries in flight at once to one destination (domain or relay) per transport."),
   PB_SETTING_DURATION (PbCoreConfig, queue_scan_interval, "queue-scan-interval", "30s", 1000, 3600000,
                        "How often the queue is searched for deferred mail that is due again."),
+  PB_SETTING_BOOL (PbCoreConfig, bounce_remote_senders, "bounce-remote-senders", "true",
+                   "Send bounces (DSNs) to senders outside your own domains. false protects others from "
+                   "backscatter: mail that came in from outside and failed later (forwarded by an alias to "
+                   "a server that refused it, or expired in the queue) is dropped with a log line instead "
+                   "of bounced to a sender address that is likely forged. Local senders always get bounces."),
   PB_SETTINGS_END
 };
 

@@ -188,5 +188,28 @@ def test_schedule_and_deny_window():
         sink.close()
 
 
+def test_backscatter_rule():
+    """core.bounce-remote-senders = false: a refused message from an outside sender is not
+    bounced to that (likely forged) address; a local sender still gets its bounce."""
+    sink = Sink("-f", "RCPT")
+    d = daemon("bounce-remote-senders = false\n")
+    try:
+        d.write("50-relay-sender.conf", relay_conf(sink))
+        d.start()
+        d.cli("domain", "add", common.DOMAIN)
+        d.cli("user", "add", "bob@%s" % common.DOMAIN, input=common.PASSWORD + "\n")
+        send(d, ["stranger@outside.example", "bob@%s" % common.DOMAIN])
+        d.wait_count("bob", 1)
+        d.wait_log("no bounce to the outside sender <stranger@outside.example>")
+        time.sleep(1)
+        rcpts = [e[2] for e in json.loads(d.cli("--json", "queue", "list").stdout)]
+        check("stranger@outside.example" not in rcpts, "a bounce is queued for the outside sender: %s" % rcpts)
+        check(d.count("bob") == 1, "bob has %d messages" % d.count("bob"))
+        d.finish()
+    finally:
+        d.close()
+        sink.close()
+
+
 if __name__ == "__main__":
-    run_tests([test_queue_delete_all, test_ordering_options, test_caps_at_the_sink, test_schedule_and_deny_window])
+    run_tests([test_backscatter_rule, test_queue_delete_all, test_ordering_options, test_caps_at_the_sink, test_schedule_and_deny_window])
