@@ -57,7 +57,7 @@ def test_check_config_abi_major():
         d.write("10-x.conf", "[module fx-major]\n")
         p = check_config(d.conf)
         check(p.returncode == 1, "exit %d" % p.returncode)
-        check("ABI 2.0" in p.stderr and "ABI 1.0" in p.stderr and "fx-major.so" in p.stderr, p.stderr)
+        check("ABI 2." in p.stderr and "ABI 1." in p.stderr and "fx-major.so" in p.stderr, p.stderr)
         check("10-x.conf:1:" in p.stderr, p.stderr)
 
 
@@ -87,7 +87,7 @@ def test_control_round_trip():
         check("pillarboxd " in text and "example" in text and "127.0.0.1:%d" % port in text, text)
         status = json.loads(d.cli("--json", "status").stdout)
         check(status["modules"][0]["name"] == "example", status)
-        check(status["modules"][0]["abi"] == "1.0", status)
+        check(status["modules"][0]["abi"].startswith("1."), status)
         check(status["listeners"][0]["addresses"] == ["127.0.0.1:%d" % port], status)
         check(status["pid"] == d.proc.pid, "pid %s vs %s" % (status["pid"], d.proc.pid))
         mods = json.loads(d.cli("--json", "modules").stdout)
