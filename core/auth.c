@@ -143,7 +143,7 @@ auth_work (gpointer data, gpointer pool_data)
         job->reason = "unknown user";
       else if (!match)
         job->reason = "wrong password";
-      else if (!g_strv_contains ((const char *const *) permitted, job->protocol))
+      else if (job->protocol != NULL && !g_strv_contains ((const char *const *) permitted, job->protocol))
         job->reason = "protocol not permitted for this user";
       else
         job->result = PB_AUTH_OK;
@@ -254,7 +254,7 @@ void
 pb_auth_verify (PbModule *module, const char *user, const char *password, const char *protocol,
                 PbAuthFunc done, gpointer user_data)
 {
-  g_return_if_fail (module != NULL && user != NULL && password != NULL && protocol != NULL && done != NULL);
+  g_return_if_fail (module != NULL && user != NULL && password != NULL && done != NULL);
   pb_auth_verify_gen (module->gen, user, password, protocol, done, user_data);
 }
 

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* Delivery status notifications (RFC 3464) for recipients that failed for good. */
+/* Delivery status notifications (RFC 3464): recipients that failed for good, and delay notices. */
 #include "config.h"
 #include "core-private.h"
 
@@ -17,6 +17,7 @@ typedef struct {
   char *reply;
   char *remote;
   GString *headers;
+  gint64 retry_until;         /* a delay notice: retried until then (unix s); 0 for a failure */
 } Bounce;
 
 static void
@@ -58,15 +59,26 @@ static char *
 bounce_compose (Bounce *b)
 {
   const char *host = b->gen->core->hostname;
+  gboolean delayed = b->retry_until > 0;
   g_autofree char *date = rfc5322_date ();
   g_autofree char *status = status_of (b->reply);
   g_autofree char *boundary = g_strdup_printf ("%s.%u/%s", b->queue_id, g_random_int (), host);
-  g_autofree char *msgid = g_strdup_printf ("<%s.%u.bounce@%s>", b->queue_id, g_random_int (), host);
+  g_autofree char *msgid = g_strdup_printf ("<%s.%u.%s@%s>", b->queue_id, g_random_int (), delayed ? "delay" : "bounce",
+                                            host);
+  g_autoptr (GDateTime) until = delayed ? g_date_time_new_from_unix_local (b->retry_until) : NULL;
+  g_autofree char *until_text = until != NULL ? g_date_time_format (until, "%a, %d %b %Y %H:%M:%S %z") : NULL;
   GString *m = g_string_new (NULL);
 
+  /* A delay's status stays transient (RFC 3464 §2.3.4): 4.x.x even if the reply had none. */
+  if (delayed && status[0] != '4')
+    {
+      g_free (status);
+      status = g_strdup ("4.0.0");
+    }
   g_string_append_printf (m, "From: Mail Delivery System <MAILER-DAEMON@%s>\r\n", host);
   g_string_append_printf (m, "To: <%s>\r\n", b->sender);
-  g_string_append (m, "Subject: Undelivered Mail Returned to Sender\r\n");
+  g_string_append (m, delayed ? "Subject: Delayed Mail (still being retried)\r\n"
+                              : "Subject: Undelivered Mail Returned to Sender\r\n");
   g_string_append_printf (m, "Date: %s\r\nMessage-ID: %s\r\n", date, msgid);
   g_string_append (m, "Auto-Submitted: auto-replied\r\nMIME-Version: 1.0\r\n");
   g_string_append_printf (m, "Content-Type: multipart/report; report-type=delivery-status;\r\n\tboundary=\"%s\"\r\n\r\n",
@@ -76,8 +88,13 @@ bounce_compose (Bounce *b)
   g_string_append_printf (m, "--%s\r\nContent-Description: Notification\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n",
                           boundary);
   g_string_append_printf (m, "This is the mail system at host %s.\r\n\r\n", host);
-  g_string_append (m, "I'm sorry to have to inform you that your message could not\r\n"
-                      "be delivered to one or more recipients. It's attached below.\r\n\r\n");
+  if (delayed)
+    g_string_append_printf (m, "Your message could not be delivered to one or more recipients yet.\r\n"
+                               "It will be retried until %s; you do not need\r\n"
+                               "to send it again. Its headers are attached below.\r\n\r\n", until_text);
+  else
+    g_string_append (m, "I'm sorry to have to inform you that your message could not\r\n"
+                        "be delivered to one or more recipients. It's attached below.\r\n\r\n");
   g_string_append_printf (m, "<%s>: %s%s%s\r\n\r\n", b->recipient, b->remote != NULL ? "delivery via " : "",
                           b->remote != NULL ? b->remote : "", b->remote != NULL ? ": " : "");
   g_string_append_printf (m, "    %s\r\n\r\n", b->reply);
@@ -88,13 +105,16 @@ bounce_compose (Bounce *b)
   g_string_append_printf (m, "Final-Recipient: rfc822; %s\r\n", b->recipient);
   if (b->orcpt != NULL && *b->orcpt != '\0')
     g_string_append_printf (m, "Original-Recipient: %s\r\n", b->orcpt);
-  g_string_append_printf (m, "Action: failed\r\nStatus: %s\r\n", status);
+  g_string_append_printf (m, "Action: %s\r\nStatus: %s\r\n", delayed ? "delayed" : "failed", status);
   if (b->remote != NULL)
     g_string_append_printf (m, "Remote-MTA: dns; %s\r\n", b->remote);
-  g_string_append_printf (m, "Diagnostic-Code: smtp; %s\r\n\r\n", b->reply);
+  g_string_append_printf (m, "Diagnostic-Code: smtp; %s\r\n", b->reply);
+  if (delayed)
+    g_string_append_printf (m, "Will-Retry-Until: %s\r\n", until_text);   /* RFC 3464 §2.3.8 */
+  g_string_append (m, "\r\n");
 
-  g_string_append_printf (m, "--%s\r\nContent-Description: Undelivered Message Headers\r\nContent-Type: text/rfc822-headers\r\n\r\n",
-                          boundary);
+  g_string_append_printf (m, "--%s\r\nContent-Description: %s Message Headers\r\nContent-Type: text/rfc822-headers\r\n\r\n",
+                          boundary, delayed ? "Delayed" : "Undelivered");
   g_string_append_len (m, b->headers->str, b->headers->len);
   if (b->headers->len > 0 && !g_str_has_suffix (b->headers->str, "\r\n"))
     g_string_append (m, "\r\n");
@@ -218,12 +238,33 @@ bounce_headers_read (const guint8 *data, gsize len, gboolean eof, const GError *
   pb_router_resolve_gen (b->gen, b->sender, bounce_routed, b);
 }
 
+static void
+bounce_start (PbGeneration *gen, const char *queue_id, const char *sender, const char *recipient, const char *orcpt,
+              const char *reply, const char *remote, gint64 retry_until)
+{
+  Bounce *b;
+
+  if (gen->storage_module == NULL)
+    return;
+  b = g_new0 (Bounce, 1);
+  b->gen = pb_generation_ref (gen);
+  b->queue_id = g_strdup (queue_id);
+  b->sender = g_strdup (sender);
+  b->recipient = g_strdup (recipient);
+  b->orcpt = g_strdup (orcpt);
+  b->reply = g_strdup (reply);
+  b->remote = g_strdup (remote);
+  b->retry_until = retry_until;
+  b->headers = g_string_new (NULL);
+  /* One read: the queue manager records the final result right after this
+   * call, and that may release the message. */
+  gen->storage.message_read (gen->storage.backend, queue_id, 0, BOUNCE_MAX_HEADERS, bounce_headers_read, b);
+}
+
 void
 pb_bounce_send (PbGeneration *gen, const char *queue_id, const char *sender, const char *recipient,
                 const char *orcpt, const char *notify, const char *reply, const char *remote)
 {
-  Bounce *b;
-
   /* RFC 5321 §4.5.5 and §6.1: never a bounce to the null sender, so never a bounce of a bounce. */
   if (sender == NULL || *sender == '\0')
     {
@@ -238,18 +279,18 @@ pb_bounce_send (PbGeneration *gen, const char *queue_id, const char *sender, con
                       notify);
       return;
     }
-  if (gen->storage_module == NULL)
+  bounce_start (gen, queue_id, sender, recipient, orcpt, reply, remote, 0);
+}
+
+void
+pb_bounce_send_delay (PbGeneration *gen, const char *queue_id, const char *sender, const char *recipient,
+                      const char *orcpt, const char *notify, const char *reply, const char *remote, gint64 retry_until)
+{
+  /* Never to the null sender; with NOTIFY, only when it lists DELAY (RFC 3461 §4.1). */
+  if (sender == NULL || *sender == '\0')
     return;
-  b = g_new0 (Bounce, 1);
-  b->gen = pb_generation_ref (gen);
-  b->queue_id = g_strdup (queue_id);
-  b->sender = g_strdup (sender);
-  b->recipient = g_strdup (recipient);
-  b->orcpt = g_strdup (orcpt);
-  b->reply = g_strdup (reply);
-  b->remote = g_strdup (remote);
-  b->headers = g_string_new (NULL);
-  /* One read: the queue manager records the final result right after this
-   * call, and that may release the message. */
-  gen->storage.message_read (gen->storage.backend, queue_id, 0, BOUNCE_MAX_HEADERS, bounce_headers_read, b);
+  if (notify != NULL && *notify != '\0' && g_strstr_len (notify, -1, "DELAY") == NULL)
+    return;
+  pb_log_session ("pillarbox", G_LOG_LEVEL_INFO, NULL, queue_id, "to=<%s>: delay notice to <%s>", recipient, sender);
+  bounce_start (gen, queue_id, sender, recipient, orcpt, reply, remote, MAX (retry_until, 1));
 }

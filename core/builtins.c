@@ -118,6 +118,7 @@ status_reply (PbControlRequest *req, PbGeneration *gen, GVariant *queue_list)
   g_variant_builder_add (&b, "{sv}", "abi", g_variant_new_string (abi));
   g_variant_builder_add (&b, "{sv}", "pid", g_variant_new_int32 ((gint32) getpid ()));
   g_variant_builder_add (&b, "{sv}", "uptime_seconds", g_variant_new_int64 (uptime));
+  g_variant_builder_add (&b, "{sv}", "start_time", g_variant_new_int64 (start_time / G_USEC_PER_SEC));
   g_variant_builder_add (&b, "{sv}", "hostname", g_variant_new_string (gen->core->hostname));
   g_variant_builder_add (&b, "{sv}", "config_dir", g_variant_new_string (gen->conf_dir));
   g_variant_builder_add (&b, "{sv}", "state_dir", g_variant_new_string (gen->state_dir));
@@ -129,6 +130,7 @@ status_reply (PbControlRequest *req, PbGeneration *gen, GVariant *queue_list)
                          g_variant_new_string (gen->storage_module != NULL ? gen->storage.name : ""));
   g_variant_builder_add (&b, "{sv}", "modules", modules);
   g_variant_builder_add (&b, "{sv}", "listeners", listeners);
+  g_variant_builder_add (&b, "{sv}", "storage_commit_latency", pb_store_commit_latency_variant ());
 
   g_string_append_printf (text, "pillarboxd %s (plugin ABI %s), pid %d, up %s\n", PACKAGE_VERSION, abi,
                           (int) getpid (), up);
@@ -147,20 +149,33 @@ status_reply (PbControlRequest *req, PbGeneration *gen, GVariant *queue_list)
     GVariant *connections = pb_queue_describe (gen->queue, conns);
     GVariantBuilder qb;
     guint pending = 0, deferred = 0, delivered = 0, bounced = 0;
+    /* Entries are per recipient; a message counts once in each state one of its recipients is in. */
+    g_autoptr (GHashTable) seen = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
+    guint messages[4] = { 0 };
+    static const char *const states[4] = { "pending", "deferred", "delivered", "bounced" };
 
     g_variant_builder_add (&b, "{sv}", "connections", connections);
     if (queue_list != NULL)
       {
         GVariantIter it;
-        const char *state;
+        const char *state, *queue_id;
+        GVariantBuilder mb;
         g_variant_iter_init (&it, queue_list);
-        while (g_variant_iter_next (&it, "(&s&s&sx&sxx&s)", NULL, NULL, NULL, NULL, &state, NULL, NULL, NULL))
+        while (g_variant_iter_next (&it, "(&s&s&sx&sxx&s)", &queue_id, NULL, NULL, NULL, &state, NULL, NULL, NULL))
           {
             if (strcmp (state, "pending") == 0) pending++;
             else if (strcmp (state, "deferred") == 0) deferred++;
             else if (strcmp (state, "delivered") == 0) delivered++;
             else if (strcmp (state, "bounced") == 0) bounced++;
+            for (guint k = 0; k < G_N_ELEMENTS (states); k++)
+              if (strcmp (state, states[k]) == 0
+                  && g_hash_table_add (seen, g_strconcat (states[k], " ", queue_id, NULL)))
+                messages[k]++;
           }
+        g_variant_builder_init (&mb, G_VARIANT_TYPE ("a{su}"));
+        for (guint k = 0; k < G_N_ELEMENTS (states); k++)
+          g_variant_builder_add (&mb, "{su}", states[k], messages[k]);
+        g_variant_builder_add (&b, "{sv}", "queue_messages", g_variant_builder_end (&mb));
         g_variant_builder_init (&qb, G_VARIANT_TYPE ("a{su}"));
         g_variant_builder_add (&qb, "{su}", "pending", pending);
         g_variant_builder_add (&qb, "{su}", "deferred", deferred);

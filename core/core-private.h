@@ -111,6 +111,10 @@ typedef struct {
   gint64 destination_concurrency;
   gint64 queue_scan_interval;
   gboolean bounce_remote_senders;
+  gint64 delay_warning_time;
+  char *log_dir;              /* per-service log files (log.c) */
+  char **service_logs;
+  gint64 service_log_buffer;
 } PbCoreConfig;
 
 /* [connection NAME]: one sender, collectors, and when they run. */
@@ -229,6 +233,10 @@ PB_PRIVATE void pb_conn_set_close_notify (PbConn *conn, void (*notify) (PbConn *
 
 /* ---- storage, router, authentication (storage.c, router.c, auth.c) ---- */
 
+/* The commit latency histogram: a{sv} with "bounds" (ad, seconds), "counts"
+ * (at, cumulative, one per bound), "sum" (d, seconds) and "count" (t, all
+ * commits, the +Inf bucket). */
+PB_PRIVATE GVariant *pb_store_commit_latency_variant (void);
 PB_PRIVATE void pb_store_request_gen (PbGeneration *gen, const char *operation, GVariant *args,
                                       PbStoreResultFunc done, gpointer user_data);
 PB_PRIVATE void pb_router_resolve_gen (PbGeneration *gen, const char *address, PbRouteFunc done, gpointer user_data);
@@ -268,6 +276,10 @@ PB_PRIVATE gboolean pb_schedule_is_denied (const PbSchedule *schedule, gint64 no
 PB_PRIVATE gint64 pb_schedule_next (const PbSchedule *schedule, gint64 after);
 PB_PRIVATE void pb_bounce_send (PbGeneration *gen, const char *queue_id, const char *sender, const char *recipient,
                                 const char *orcpt, const char *notify, const char *reply, const char *remote);
+/* A delay notice (Action: delayed) for a recipient still being retried until RETRY_UNTIL (unix s). */
+PB_PRIVATE void pb_bounce_send_delay (PbGeneration *gen, const char *queue_id, const char *sender,
+                                      const char *recipient, const char *orcpt, const char *notify, const char *reply,
+                                      const char *remote, gint64 retry_until);
 PB_PRIVATE PbStoreMessage *pb_store_message_begin_gen (PbGeneration *gen, const PbEnvelope *envelope, GError **error);
 
 /* ---- DNS (dns.c) ---- */

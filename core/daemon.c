@@ -2,6 +2,8 @@
 /* pillarboxd: options, start-up, privilege drop, background mode, reload and orderly shutdown. */
 #include "config.h"
 #include "core-private.h"
+#include "settings-doc.h"
+#include "log.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -26,6 +28,9 @@ typedef struct {
   gboolean check_config;
   gboolean verbose;
   gboolean version;
+  gboolean print_settings;
+  char *print_format;         /* --print-settings=FORMAT, NULL for text */
+  char **print_modules;       /* the arguments after --print-settings */
 
   GMainLoop *loop;
   PbControlServer *control;
@@ -105,6 +110,12 @@ daemon_check_config (Daemon *d)
         pb_diag_add (diag, NULL, 0, "%s", error->message);
       g_free (ru.name);
     }
+  if (gen != NULL)
+    {
+      g_autoptr (GError) error = NULL;
+      if (!pb_log_files_check (gen, &error))
+        pb_diag_add (diag, NULL, 0, "%s", error->message);
+    }
   if (gen != NULL && *gen->core->tls_certificate != '\0')
     {
       g_autoptr (GError) error = NULL;
@@ -155,13 +166,18 @@ daemon_reload (char **errors)
   daemon_notify ("RELOADING=1");
   g_message ("reloading the configuration from %s", d->conf_dir);
   gen = pb_generation_build (d->conf_dir, d->state_dir, (const char *const *) d->overrides, FALSE, diag);
-  if (gen != NULL && (!pb_generation_bind (gen, current, &error) || !pb_generation_start (gen, &error)))
+  if (gen != NULL)
+    pb_log_files_register (gen);
+  if (gen != NULL && (!pb_log_files_check (gen, &error) || !pb_generation_bind (gen, current, &error)
+                      || !pb_generation_start (gen, &error) || !pb_log_files_configure (gen, &error)))
     {
       pb_diag_add (diag, NULL, 0, "%s", error->message);
       g_clear_pointer (&gen, pb_generation_unref);
     }
   if (gen == NULL)
     {
+      /* logrotate's SIGHUP must reopen the files even when the new configuration is refused. */
+      pb_log_files_reopen ();
       log_diag (diag);
       g_warning ("the new configuration has errors; still running generation %u", current->serial);
       *errors = pb_diag_join (diag);
@@ -272,33 +288,34 @@ resolve_run_user (const char *user, RunUser *ru, GError **error)
   return TRUE;
 }
 
+/* WHAT names the directory in errors ("state directory", "log directory"). */
 static gboolean
-prepare_state_dir (const char *dir, const RunUser *ru, GError **error)
+prepare_dir (const char *what, const char *dir, const RunUser *ru, GError **error)
 {
   struct stat st;
 
   if (g_mkdir_with_parents (dir, 0750) != 0)
     {
-      g_set_error (error, PB_CORE_ERROR, PB_CORE_ERROR_RUNTIME, "cannot create state directory %s: %s", dir,
+      g_set_error (error, PB_CORE_ERROR, PB_CORE_ERROR_RUNTIME, "cannot create %s %s: %s", what, dir,
                    g_strerror (errno));
       return FALSE;
     }
   if (stat (dir, &st) != 0 || !S_ISDIR (st.st_mode))
     {
-      g_set_error (error, PB_CORE_ERROR, PB_CORE_ERROR_RUNTIME, "state directory %s is not a directory", dir);
+      g_set_error (error, PB_CORE_ERROR, PB_CORE_ERROR_RUNTIME, "%s %s is not a directory", what, dir);
       return FALSE;
     }
   if (geteuid () == 0 && (st.st_uid != ru->uid || st.st_gid != ru->gid)
       && chown (dir, ru->uid, ru->gid) != 0)
     {
-      g_set_error (error, PB_CORE_ERROR, PB_CORE_ERROR_RUNTIME, "cannot give state directory %s to %s: %s", dir,
+      g_set_error (error, PB_CORE_ERROR, PB_CORE_ERROR_RUNTIME, "cannot give %s %s to %s: %s", what, dir,
                    ru->name, g_strerror (errno));
       return FALSE;
     }
   if ((st.st_mode & S_IWOTH) != 0)
     {
       g_set_error (error, PB_CORE_ERROR, PB_CORE_ERROR_RUNTIME,
-                   "state directory %s is writable by others (mode %04o); fix with chmod o-w", dir,
+                   "%s %s is writable by others (mode %04o); fix with chmod o-w", what, dir,
                    (unsigned) (st.st_mode & 07777));
       return FALSE;
     }
@@ -428,6 +445,72 @@ report_ready (Daemon *d, gboolean ok)
   d->ready_fd = -1;
 }
 
+/* ---- the settings reference ---- */
+
+static gboolean
+on_print_settings (const char *option, const char *value, gpointer data, GError **error)
+{
+  Daemon *d = &daemon_state;
+  PbSettingsDocFormat format;
+
+  if (!pb_settings_doc_parse_format (value, &format))
+    {
+      g_set_error (error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
+                   "--print-settings: unknown format '%s' (text, man or json)", value);
+      return FALSE;
+    }
+  d->print_settings = TRUE;
+  g_free (d->print_format);
+  d->print_format = g_strdup (value);
+  return TRUE;
+}
+
+/* The module directory comes from [core] as the loader's would: the files
+ * of -c DIR when given (a build needs no installed configuration), then
+ * the -o overrides, then the built-in default. */
+static int
+daemon_print_settings (Daemon *d, gboolean conf_given)
+{
+  PbDiag *diag = pb_diag_new ();
+  PbSettingsTable core_table = { pb_core_settings, sizeof (PbSetting), sizeof (PbCoreConfig), NULL };
+  PbConfSource *src = NULL;
+  PbCoreConfig *core = NULL;
+  PbSettingsDocFormat format = PB_SETTINGS_DOC_TEXT;
+  g_autoptr (GString) out = g_string_new (NULL);
+  g_autoptr (GError) error = NULL;
+  int status = 1;
+
+  pb_settings_doc_parse_format (d->print_format, &format);
+  if (conf_given)
+    src = pb_conf_source_load_dir (d->conf_dir, diag);
+  else
+    {
+      g_autofree char *cwd = g_get_current_dir ();
+      src = pb_conf_source_new (cwd);
+    }
+  for (guint i = 0; src != NULL && d->overrides != NULL && d->overrides[i] != NULL; i++)
+    pb_conf_source_apply_override (src, d->overrides[i], diag);
+  if (src != NULL && pb_diag_is_empty (diag))
+    core = pb_settings_parse_group (&core_table, pb_conf_source_find_group (src, "core"), src->dir, "[core]", diag);
+  if (core == NULL || !pb_diag_is_empty (diag))
+    {
+      print_diag (diag);
+      goto out;
+    }
+  if (!pb_settings_doc_write (core->module_dir, (const char *const *) d->print_modules, format, out, &error))
+    {
+      g_printerr ("pillarboxd: --print-settings: %s\n", error->message);
+      goto out;
+    }
+  fwrite (out->str, 1, out->len, stdout);
+  status = fflush (stdout) == 0 ? 0 : 1;
+out:
+  pb_settings_free (&core_table, core);
+  pb_conf_source_free (src);
+  pb_diag_free (diag);
+  return status;
+}
+
 /* ---- main ---- */
 
 static gboolean
@@ -447,6 +530,9 @@ parse_options (Daemon *d, int *argc, char ***argv)
       "Check the configuration, print every error, exit 0 or 1", NULL },
     { "verbose", 'v', 0, G_OPTION_ARG_NONE, &d->verbose, "Log debugging messages", NULL },
     { "version", 0, 0, G_OPTION_ARG_NONE, &d->version, "Print the version and plugin ABI, then exit", NULL },
+    { "print-settings", 0, G_OPTION_FLAG_OPTIONAL_ARG, G_OPTION_ARG_CALLBACK, (gpointer) on_print_settings,
+      "Print every setting of the core and of the modules (all in the module directory, or each MODULE "
+      "named after the options) as text, a man page section or json, then exit", "[text|man|json]" },
     { NULL }
   };
 
@@ -458,7 +544,9 @@ parse_options (Daemon *d, int *argc, char ***argv)
       g_printerr ("pillarboxd: %s (see pillarboxd --help)\n", error->message);
       return FALSE;
     }
-  if (*argc > 1)
+  if (d->print_settings)
+    d->print_modules = g_strdupv (*argv + 1);
+  else if (*argc > 1)
     {
       g_printerr ("pillarboxd: unexpected argument '%s' (see pillarboxd --help)\n", (*argv)[1]);
       return FALSE;
@@ -485,8 +573,17 @@ daemon_start (Daemon *d, GError **error)
     }
   pb_diag_free (diag);
 
-  if (!resolve_run_user (gen->core->user, &ru, error) || !prepare_state_dir (d->state_dir, &ru, error))
+  pb_log_files_register (gen);
+  if (!pb_log_files_check (gen, error))
     goto out;
+  if (!resolve_run_user (gen->core->user, &ru, error) || !prepare_dir ("state directory", d->state_dir, &ru, error))
+    goto out;
+  if (gen->core->service_logs[0] != NULL)
+    {
+      g_autofree char *log_dir = pb_log_files_dir (gen);
+      if (!prepare_dir ("log directory", log_dir, &ru, error))
+        goto out;
+    }
 
   if (!d->foreground)
     daemonize (d);
@@ -501,7 +598,7 @@ daemon_start (Daemon *d, GError **error)
   if (!pb_generation_bind (gen, NULL, error) || !pb_generation_load_tls (gen, FALSE, error)
       || !drop_privileges (&ru, error))
     goto out;
-  if (!pb_generation_start (gen, error))
+  if (!pb_generation_start (gen, error) || !pb_log_files_configure (gen, error))
     goto out;
 
   socket_path = g_build_filename (d->state_dir, PB_CONTROL_SOCKET_NAME, NULL);
@@ -536,6 +633,7 @@ pb_daemon_main (int argc, char **argv)
   Daemon *d = &daemon_state;
   g_autoptr (GError) error = NULL;
   PbGeneration *last;
+  gboolean conf_given;
 
   d->pidfile_fd = -1;
   d->ready_fd = -1;
@@ -546,6 +644,7 @@ pb_daemon_main (int argc, char **argv)
       g_print ("pillarboxd %s (plugin ABI %u.%u)\n", PACKAGE_VERSION, PB_ABI_MAJOR, PB_ABI_MINOR);
       return 0;
     }
+  conf_given = d->conf_dir != NULL;
   {
     /* Absolute, because background mode changes to / before any reload reads it. */
     char *abs = g_canonicalize_filename (d->conf_dir != NULL ? d->conf_dir : PB_SYSCONF_DIR "/conf.d", NULL);
@@ -567,6 +666,16 @@ pb_daemon_main (int argc, char **argv)
 
   if (d->check_config)
     return daemon_check_config (d);
+  if (d->print_settings)
+    {
+      int status = daemon_print_settings (d, conf_given);
+      g_free (d->conf_dir);
+      g_free (d->state_dir);
+      g_free (d->print_format);
+      g_strfreev (d->print_modules);
+      g_strfreev (d->overrides);
+      return status;
+    }
 
   d->loop = g_main_loop_new (NULL, FALSE);
   if (!daemon_start (d, &error))
@@ -590,6 +699,7 @@ pb_daemon_main (int argc, char **argv)
   /* Run idles that release retired generations. */
   while (g_main_context_iteration (NULL, FALSE))
     ;
+  pb_log_files_shutdown (2000);
   if (d->pidfile_fd >= 0)
     {
       unlink (d->pidfile);

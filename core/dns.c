@@ -250,6 +250,7 @@ typedef struct {
   char *name;
   guint rrtype;
   char *error;
+  GCancellable *cancellable;
 } FailLater;
 
 static gboolean
@@ -259,11 +260,30 @@ lookup_fail_later (gpointer data)
   PbDnsAnswer answer = { sizeof answer, PB_DNS_PERMFAIL, f->name, f->rrtype, (const char *const[]) { NULL }, 0,
                          FALSE, f->error };
 
-  f->done (&answer, f->user_data);
+  /* As for a lookup under way: once cancelled, the caller hears nothing. */
+  if (f->cancellable == NULL || !g_cancellable_is_cancelled (f->cancellable))
+    f->done (&answer, f->user_data);
+  g_clear_object (&f->cancellable);
   g_free (f->name);
   g_free (f->error);
   g_free (f);
   return G_SOURCE_REMOVE;
+}
+
+/* A lookup that cannot start fails from the loop, never inside the call. */
+static void
+lookup_fail (const char *name, guint rrtype, GCancellable *cancellable, const char *error, PbDnsFunc done,
+             gpointer user_data)
+{
+  FailLater *f = g_new0 (FailLater, 1);
+
+  f->done = done;
+  f->user_data = user_data;
+  f->name = g_strdup (name);
+  f->rrtype = rrtype;
+  f->error = g_strdup (error);
+  f->cancellable = cancellable != NULL ? g_object_ref (cancellable) : NULL;
+  g_idle_add (lookup_fail_later, f);
 }
 
 void
@@ -276,13 +296,7 @@ pb_resolver_lookup (PbResolver *resolver, const char *name, guint rrtype, GCance
   g_return_if_fail (resolver != NULL && name != NULL && done != NULL);
   if (*name == '\0' || strlen (name) > 253 || strpbrk (name, " \t\r\n") != NULL)
     {
-      FailLater *f = g_new0 (FailLater, 1);
-      f->done = done;
-      f->user_data = user_data;
-      f->name = g_strdup (name);
-      f->rrtype = rrtype;
-      f->error = g_strdup ("not a valid domain name");
-      g_idle_add (lookup_fail_later, f);
+      lookup_fail (name, rrtype, cancellable, "not a valid domain name", done, user_data);
       return;
     }
   l = g_new0 (Lookup, 1);
@@ -294,13 +308,7 @@ pb_resolver_lookup (PbResolver *resolver, const char *name, guint rrtype, GCance
   rc = ub_resolve_async (resolver->ctx, l->name, (int) rrtype, 1 /* IN */, l, lookup_answered, &l->id);
   if (rc != 0)
     {
-      FailLater *f = g_new0 (FailLater, 1);
-      f->done = done;
-      f->user_data = user_data;
-      f->name = g_strdup (name);
-      f->rrtype = rrtype;
-      f->error = g_strdup (ub_strerror (rc));
-      g_idle_add (lookup_fail_later, f);
+      lookup_fail (name, rrtype, cancellable, ub_strerror (rc), done, user_data);
       lookup_free (l);
       return;
     }
@@ -349,6 +357,25 @@ pb_resolver_new (const char *servers, GError **error)
   ub_ctx_hosts (ctx, NULL);
   /* A worker thread, not a forked process: the daemon's privileges and signals stay its own. */
   ub_ctx_async (ctx, 1);
+  /* Servers named explicitly are asked everything: unbound's built-in empty
+   * answers for private and documentation reverse zones (RFC 6303, 5737,
+   * 3849) would hide an organisation's own PTR records, and the test
+   * servers'. Last: adding a zone finalises the context. */
+  if (servers != NULL && *servers != '\0')
+    {
+      static const char *const asked_zones[] = {
+        "10.in-addr.arpa", "168.192.in-addr.arpa", "2.0.192.in-addr.arpa", "100.51.198.in-addr.arpa",
+        "113.0.203.in-addr.arpa", "d.f.ip6.arpa", "8.b.d.0.1.0.0.2.ip6.arpa",
+      };
+      for (guint i = 0; i < G_N_ELEMENTS (asked_zones); i++)
+        ub_ctx_zone_add (ctx, asked_zones[i], "transparent");
+      for (guint i = 16; i < 32; i++)
+        {
+          char zone[32];
+          g_snprintf (zone, sizeof zone, "%u.172.in-addr.arpa", i);
+          ub_ctx_zone_add (ctx, zone, "transparent");
+        }
+    }
 
   r = g_new0 (PbResolver, 1);
   r->ref = 1;

@@ -57,6 +57,26 @@ const PbSetting pb_core_settings[] = {
                    "backscatter: mail that came in from outside and failed later (forwarded by an alias to "
                    "a server that refused it, or expired in the queue) is dropped with a log line instead "
                    "of bounced to a sender address that is likely forged. Local senders always get bounces."),
+  PB_SETTING_DURATION (PbCoreConfig, delay_warning_time, "delay-warning-time", "0", 0,
+                       G_GINT64_CONSTANT (30) * 86400000,
+                       "When a recipient is still undelivered this long after the message arrived, its "
+                       "sender gets one delay notice (an RFC 3464 report with Action: delayed) saying the "
+                       "message is still being retried and until when. 0 sends none. A sender who asked "
+                       "for NOTIFY without DELAY gets none either."),
+  PB_SETTING_PATH (PbCoreConfig, log_dir, "log-dir", "",
+                   "Where the per-service log files of service-logs are written. Empty means log/ in the state "
+                   "directory. Created at start (mode 0750, owned by core.user when started as root)."),
+  PB_SETTING_STRING_LIST (PbCoreConfig, service_logs, "service-logs", "",
+                          "Services whose log lines are also written, each with a timestamp, to SERVICE.log in "
+                          "log-dir (VPOP3's SMTP Server, POP3 Server and Connection logs): a listener's service "
+                          "(smtp for the SMTP, submission and SMTPS listeners; pop3 for POP3 and POP3S; ...), or "
+                          "connections for the queue manager, the senders' delivery attempts and the collectors. "
+                          "Empty writes none. The files are reopened on SIGHUP and by `pillarbox log-reopen`."),
+  PB_SETTING_SIZE (PbCoreConfig, service_log_buffer, "service-log-buffer", "1M", 16384,
+                   G_GINT64_CONSTANT (256) * 1024 * 1024,
+                   "How much log text may wait for the service log files when the disk is slow. Beyond it "
+                   "lines are dropped, counted and reported with one warning, so a stuck disk never delays "
+                   "mail."),
   PB_SETTINGS_END
 };
 

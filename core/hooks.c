@@ -7,7 +7,7 @@
 
 static const char *const stage_names[PB_STAGE_LAST] = {
   "connect", "helo", "auth", "mail-from", "rcpt-to", "data-start", "data-end", "queued",
-  "delivery-attempt", "delivery-result",
+  "delivery-attempt", "delivery-result", "rcpt-address",
 };
 
 const char *
@@ -30,6 +30,11 @@ pb_event_to_string (PbEventKind kind)
     case PB_EVENT_PROTOCOL_ERROR: return "protocol-error";
     case PB_EVENT_TOO_MANY_CONNECTIONS: return "too-many-connections";
     case PB_EVENT_DISCONNECT: return "disconnect";
+    case PB_EVENT_SESSION_START: return "session-start";
+    case PB_EVENT_POLICY_REFUSED: return "policy-refused";
+    case PB_EVENT_MESSAGE_REFUSED: return "message-refused";
+    case PB_EVENT_BLOCKED: return "blocked";
+    case PB_EVENT_BLOCK_STARTED: return "block-started";
     }
   return "unknown";
 }
@@ -225,11 +230,24 @@ pb_policy_request_get_field (PbPolicyRequest *request, const char *name)
   return g_hash_table_lookup (request->fields, name);
 }
 
+/* The fields a handler may change while its stage runs (pb-hooks.h): the
+ * envelope address that stage exists to rewrite, and nothing else. */
+static gboolean
+field_is_writable (PbStage stage, const char *name)
+{
+  switch (stage)
+    {
+    case PB_STAGE_DELIVERY_ATTEMPT: return strcmp (name, "mail-from") == 0;
+    case PB_STAGE_RCPT_ADDRESS: return strcmp (name, "rcpt") == 0;
+    default: return FALSE;
+    }
+}
+
 void
 pb_policy_request_set_field (PbPolicyRequest *request, const char *name, const char *value)
 {
   g_return_if_fail (request != NULL && name != NULL);
-  if (request->running && !(request->stage == PB_STAGE_DELIVERY_ATTEMPT && strcmp (name, "mail-from") == 0))
+  if (request->running && !field_is_writable (request->stage, name))
     {
       g_critical ("module %s may not change field '%s' at stage %s",
                   request->current != NULL ? request->current->module->name : "?", name,
@@ -267,6 +285,28 @@ pb_policy_request_get_cancellable (PbPolicyRequest *request)
   return request->cancellable;
 }
 
+/* Counting modules (metrics, IDS) learn of every policy refusal here, once,
+ * whichever module answered; before the asker's callback, so the event
+ * precedes whatever the protocol does next (a 421 closes the session). A
+ * session already ended (its client left mid-stage) is past its
+ * disconnect event and reports nothing more. */
+static void
+request_report_refusal (PbPolicyRequest *req)
+{
+  char detail[128];
+  char code[8];
+
+  if (req->session->ended)
+    return;
+  if (req->code != 0)
+    g_snprintf (code, sizeof code, "%u", req->code);
+  else
+    g_strlcpy (code, req->kind == PB_VERDICT_REJECT ? "5xx" : "4xx", sizeof code);
+  g_snprintf (detail, sizeof detail, "%s %s %s", pb_stage_to_string (req->stage), code,
+              req->answered_by != NULL ? req->answered_by : "core");
+  pb_session_report_event (req->session, PB_EVENT_POLICY_REFUSED, detail);
+}
+
 static void
 request_finish (PbPolicyRequest *req)
 {
@@ -291,6 +331,8 @@ request_finish (PbPolicyRequest *req)
                     req->kind == PB_VERDICT_REJECT ? "rejected" : "deferred",
                     req->answered_by != NULL ? req->answered_by : "core", req->code,
                     req->enhanced != NULL ? req->enhanced : "", req->text != NULL ? req->text : "");
+  if (req->kind != PB_VERDICT_CONTINUE && req->kind != PB_VERDICT_ACCEPT && req->session != NULL)
+    request_report_refusal (req);
   if (req->done != NULL)
     req->done (req, &verdict, req->done_data);
   pb_policy_request_unref (req);  /* the reference taken by run() */

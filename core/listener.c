@@ -223,6 +223,8 @@ session_admit (PbSession *s)
 {
   s->accepted = TRUE;
   s->state = pb_intern ("GREETING");
+  /* Before accept: the module may greet and even close at once. */
+  pb_session_report_event (s, PB_EVENT_SESSION_START, s->listener->name);
   s->listener->spec.accept (s, s->conn, s->listener->spec.user_data);
 }
 

@@ -10,6 +10,8 @@ core_libpillarbox_la_SOURCES = \
 	core/conf.h \
 	core/settings.c \
 	core/settings.h \
+	core/settings-doc.c \
+	core/settings-doc.h \
 	core/loader.c \
 	core/generation.c \
 	core/hooks.c \
@@ -33,6 +35,7 @@ core_libpillarbox_la_SOURCES = \
 	core/tls-private.h \
 	core/control.c \
 	core/log.c \
+	core/log.h \
 	core/daemon.c
 core_libpillarbox_la_CFLAGS = $(AM_CFLAGS) -fvisibility=hidden $(GNUTLS_CFLAGS) $(JSON_CFLAGS) $(CRYPT_CFLAGS) $(UNBOUND_CFLAGS)
 core_libpillarbox_la_LIBADD = $(GLIB_LIBS) $(GNUTLS_LIBS) $(JSON_LIBS) $(LTDL_LIBS) $(CRYPT_LIBS) $(UNBOUND_LIBS)
@@ -47,3 +50,7 @@ bin_PROGRAMS = core/pillarbox
 core_pillarbox_SOURCES = core/cli.c
 core_pillarbox_CFLAGS = $(AM_CFLAGS) $(JSON_CFLAGS)
 core_pillarbox_LDADD = $(GLIB_LIBS) $(JSON_LIBS)
+
+# Per-service log files with the real daemon (SMTP, POP3, connections; reopen; a stuck file).
+TESTS += tests/integration/test-service-logs.py
+EXTRA_DIST += tests/integration/test-service-logs.py

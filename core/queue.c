@@ -423,6 +423,56 @@ notify_result (PbGeneration *gen, const Entry *e, const char *transport, const c
   pb_policy_request_unref (req);
 }
 
+typedef struct {
+  PbGeneration *gen;          /* a reference */
+  char *queue_id, *sender, *recipient, *orcpt, *notify, *reply, *remote;
+  gint64 until;
+} DelayNotice;
+
+static void
+delay_marked (GVariant *result, const GError *error, gpointer data)
+{
+  DelayNotice *n = data;
+
+  /* Only the request that set the mark sends: at most one notice per recipient. */
+  if (error == NULL && g_variant_get_boolean (result))
+    pb_bounce_send_delay (n->gen, n->queue_id, n->sender, n->recipient, n->orcpt, n->notify, n->reply, n->remote,
+                          n->until);
+  else if (error != NULL && !g_error_matches (error, PB_STORE_ERROR_DOMAIN, PB_STORE_ERROR_NOT_SUPPORTED))
+    g_warning ("queue: %s: cannot mark the delay notice to <%s>: %s", n->queue_id, n->sender, error->message);
+  pb_generation_unref (n->gen);
+  g_free (n->queue_id);
+  g_free (n->sender);
+  g_free (n->recipient);
+  g_free (n->orcpt);
+  g_free (n->notify);
+  g_free (n->reply);
+  g_free (n->remote);
+  g_free (n);
+}
+
+/* core.delay-warning-time: a recipient still waiting that long gets its sender one notice. */
+static void
+maybe_warn_delay (PbGeneration *gen, const Entry *e, const char *reply, const char *remote, gint64 now)
+{
+  gint64 after = gen->core->delay_warning_time / 1000;
+  DelayNotice *n;
+
+  if (after <= 0 || now - e->queued_at < after || *e->sender == '\0')
+    return;
+  n = g_new0 (DelayNotice, 1);
+  n->gen = pb_generation_ref (gen);
+  n->queue_id = g_strdup (e->queue_id);
+  n->sender = g_strdup (e->sender);
+  n->recipient = g_strdup (e->recipient);
+  n->orcpt = g_strdup (e->orcpt);
+  n->notify = g_strdup (e->notify);
+  n->reply = g_strdup (reply);
+  n->remote = g_strdup (remote);
+  n->until = e->queued_at + gen->core->max_queue_lifetime / 1000;
+  pb_store_request_gen (gen, "queue.warn", g_variant_new ("(t)", e->id), delay_marked, n);
+}
+
 static void
 delivery_done (PbDelivery *d, gpointer data)
 {
@@ -469,6 +519,7 @@ delivery_done (PbDelivery *d, gpointer data)
           record_result (gen, e, g_variant_new ("(tsusx)", e->id, "deferred", e->attempts, reply, next));
           if (a->queue != NULL && gen == pb_generation_get_current ())
             queue_hold_until (a->queue, next * G_USEC_PER_SEC);
+          maybe_warn_delay (gen, e, reply, a->transport->name, now);
           pb_log_session ("pillarbox", G_LOG_LEVEL_INFO, NULL, e->queue_id,
                           "to=<%s> via %s: held until %" G_GINT64_FORMAT " s from now: %s", e->recipient,
                           a->transport->name, next - now, reply);
@@ -489,6 +540,7 @@ delivery_done (PbDelivery *d, gpointer data)
           gint64 next = now + retry_delay (gen, attempts);
           if (a->queue != NULL && gen == pb_generation_get_current ())
             queue_hold_until (a->queue, next * G_USEC_PER_SEC);
+          maybe_warn_delay (gen, e, reply, a->transport->name, now);
           record_result (gen, e, g_variant_new ("(tsusx)", e->id, "deferred", attempts, reply, next));
           pb_log_session ("pillarbox", G_LOG_LEVEL_INFO, NULL, e->queue_id,
                           "to=<%s> via %s: deferred (attempt %u, next in %" G_GINT64_FORMAT " s): %s", e->recipient,

@@ -269,5 +269,8 @@ pb_log_session (const char *domain, GLogLevelFlags level, PbSession *session, co
     fields[n++] = (GLogField) { "PB_SESSION", session->id, -1 };
   if (queue_id != NULL)
     fields[n++] = (GLogField) { "PB_QUEUE_ID", queue_id, -1 };
+  /* Routes the line to its service's log file (log.c) and lets the journal filter by it. */
+  if (session != NULL && session->listener != NULL)
+    fields[n++] = (GLogField) { "PB_SERVICE", session->listener->service, -1 };
   g_log_structured_array (level, fields, n);
 }

@@ -3,12 +3,15 @@
 #include "config.h"
 #include "core-private.h"
 
+#include <string.h>
+
 G_DEFINE_QUARK (pb-store-error-quark, pb_store_error)
 
 struct _PbStoreMessage {
   PbGeneration *gen;          /* a reference: the backend must outlive the message */
   gpointer handle;            /* the backend's */
   gint64 started;
+  gint64 committed;           /* when pb_store_message_commit() was called */
   gboolean has_remote;        /* the queue manager is told once it is committed */
 };
 
@@ -23,9 +26,20 @@ PbStoreMessage *
 pb_store_message_begin_gen (PbGeneration *gen, const PbEnvelope *envelope, GError **error)
 {
   PbStoreMessage *msg;
+  PbEnvelope full;
   gpointer handle;
 
-  g_return_val_if_fail (envelope->struct_size >= sizeof (PbEnvelope), NULL);
+  /* A module built against ABI 1.0 passes the envelope without `origin`:
+   * the backend is always given the whole struct, with the fields the
+   * caller did not know about left empty. */
+  g_return_val_if_fail (envelope->struct_size >= G_STRUCT_OFFSET (PbEnvelope, origin), NULL);
+  if (envelope->struct_size < sizeof (PbEnvelope))
+    {
+      memset (&full, 0, sizeof full);
+      memcpy (&full, envelope, envelope->struct_size);
+      full.struct_size = sizeof full;
+      envelope = &full;
+    }
   if (gen->storage_module == NULL)
     {
       g_set_error (error, PB_STORE_ERROR_DOMAIN, PB_STORE_ERROR_NO_BACKEND,
@@ -58,6 +72,54 @@ typedef struct {
   gpointer user_data;
 } CommitCall;
 
+/* Commit latency, from pb_store_message_commit() to its callback, for
+ * `status` (and so for metrics). Process-wide so that a reload does not
+ * reset it. No lock: backends call `done` on the loop thread (the ABI's
+ * contract), the only thread that reads these. Upper bounds in
+ * microseconds, Prometheus-style "le" buckets; the last is +Inf. */
+static const gint64 commit_bounds_us[] = {
+  1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000, 500000, 1000000, 2500000, 5000000, 10000000,
+};
+static guint64 commit_counts[G_N_ELEMENTS (commit_bounds_us) + 1];  /* not cumulative */
+static guint64 commit_sum_us;
+
+static void
+commit_latency_record (gint64 us)
+{
+  guint i = 0;
+
+  us = MAX (us, 0);
+  while (i < G_N_ELEMENTS (commit_bounds_us) && us > commit_bounds_us[i])
+    i++;
+  commit_counts[i]++;
+  commit_sum_us += (guint64) us;
+}
+
+GVariant *
+pb_store_commit_latency_variant (void)
+{
+  GVariantBuilder dict, bounds, counts;
+  guint64 cumulative = 0;
+
+  g_variant_builder_init (&bounds, G_VARIANT_TYPE ("ad"));
+  g_variant_builder_init (&counts, G_VARIANT_TYPE ("at"));
+  for (guint i = 0; i < G_N_ELEMENTS (commit_counts); i++)
+    {
+      cumulative += commit_counts[i];
+      if (i < G_N_ELEMENTS (commit_bounds_us))
+        {
+          g_variant_builder_add (&bounds, "d", (double) commit_bounds_us[i] / G_USEC_PER_SEC);
+          g_variant_builder_add (&counts, "t", cumulative);
+        }
+    }
+  g_variant_builder_init (&dict, G_VARIANT_TYPE ("a{sv}"));
+  g_variant_builder_add (&dict, "{sv}", "bounds", g_variant_builder_end (&bounds));
+  g_variant_builder_add (&dict, "{sv}", "counts", g_variant_builder_end (&counts));
+  g_variant_builder_add (&dict, "{sv}", "sum", g_variant_new_double ((double) commit_sum_us / G_USEC_PER_SEC));
+  g_variant_builder_add (&dict, "{sv}", "count", g_variant_new_uint64 (cumulative));
+  return g_variant_builder_end (&dict);
+}
+
 static void
 store_message_free (PbStoreMessage *msg)
 {
@@ -69,9 +131,10 @@ static void
 store_commit_done (const char *queue_id, const GError *error, gpointer data)
 {
   CommitCall *call = data;
+  gint64 took = g_get_monotonic_time () - call->msg->committed;
 
-  g_debug ("commit %s in %" G_GINT64_FORMAT " us", queue_id != NULL ? queue_id : "(failed)",
-           g_get_monotonic_time () - call->msg->started);
+  commit_latency_record (took);
+  g_debug ("commit %s in %" G_GINT64_FORMAT " us", queue_id != NULL ? queue_id : "(failed)", took);
   call->done (queue_id, error, call->user_data);
   if (queue_id != NULL && call->msg->has_remote)
     {
@@ -93,6 +156,7 @@ pb_store_message_commit (PbStoreMessage *message, PbStoreCommitFunc done, gpoint
   call->msg = message;
   call->done = done;
   call->user_data = user_data;
+  message->committed = g_get_monotonic_time ();
   message->gen->storage.message_commit (message->gen->storage.backend, message->handle, store_commit_done, call);
 }
 

@@ -10,6 +10,10 @@ The zone is standard master-file text (with $ORIGIN and $TTL). A name that is no
 zone is NXDOMAIN; a name present without the asked type is NODATA. Two magic labels make
 failures to order: any name under "servfail." is answered SERVFAIL, and any name under
 "timeout." is never answered.
+
+The zone file is read again when it changes (a new mtime, size or inode), so a test can
+serve several versions of the same names one after the other from one server: write the
+new text to a temporary file and rename it over the zone file.
 """
 
 import argparse
@@ -23,10 +27,36 @@ from dnslib.server import BaseResolver, DNSServer
 
 
 class ZoneResolver(BaseResolver):
-    def __init__(self, zone_text):
-        self.records = [(rr.rname, QTYPE[rr.rtype], rr) for rr in RR.fromZone(zone_text)]
+    def __init__(self, path):
+        self.path = path
+        self.lock = threading.Lock()
+        self.stamp = None
+        self.records = []
+        self.reload()
+        if self.stamp is None:
+            sys.exit("dns-server: cannot read the zone %s" % path)
+
+    def reload(self):
+        """Reads the zone again if the file changed; keeps the old records if the new text is bad."""
+        st = os.stat(self.path)
+        stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+        with self.lock:
+            if stamp == self.stamp:
+                return
+            with open(self.path) as f:
+                text = f.read()
+            try:
+                self.records = [(rr.rname, QTYPE[rr.rtype], rr) for rr in RR.fromZone(text)]
+            except Exception as e:  # noqa: BLE001 - a half-written zone must not kill the server
+                print("zone %s: %s" % (self.path, e), file=sys.stderr, flush=True)
+                return
+            self.stamp = stamp
 
     def resolve(self, request, handler):
+        try:
+            self.reload()
+        except OSError:
+            pass
         reply = request.reply()
         qname = request.q.qname
         qtype = QTYPE[request.q.qtype]
@@ -53,8 +83,7 @@ def main():
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--address", default="127.0.0.1")
     args = ap.parse_args()
-    with open(args.zone) as f:
-        resolver = ZoneResolver(f.read())
+    resolver = ZoneResolver(args.zone)
 
     port = args.port
     if port == 0:

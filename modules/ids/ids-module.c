@@ -186,6 +186,7 @@ ids_connect_hook (PbPolicyRequest *req, gpointer user_data)
     {
       ids_log (G_LOG_LEVEL_INFO, session, IDS_EVENT_REFUSED_BLOCK_LIST, ip, "on %s",
                pb_session_get_listener (session));
+      pb_session_report_event (session, PB_EVENT_BLOCKED, ip);
       pb_policy_complete (req, PB_VERDICT_REJECT, 554, "5.7.1", "Access denied - your address is blocked");
       return;
     }
@@ -196,6 +197,7 @@ ids_connect_hook (PbPolicyRequest *req, gpointer user_data)
                                                           : ids_format_duration (block->expires - ids->now ());
       ids_log (G_LOG_LEVEL_INFO, session, IDS_EVENT_REFUSED, ip, "on %s blocked for %s more",
                pb_session_get_listener (session), left);
+      pb_session_report_event (session, PB_EVENT_BLOCKED, ip);
       /* VPOP3's wording; SMTP shows it as "421 4.7.0 ...", POP3 as "-ERR [SYS/TEMP] ...". */
       pb_policy_complete (req, PB_VERDICT_DISCONNECT, 421, "4.7.0",
                           "Your connection has been blocked temporarily - Try again later");
@@ -222,6 +224,11 @@ ids_weight (Ids *ids, PbEventKind kind, IdsEventNumber *number)
       return c->weight_too_many_connections;
     case PB_EVENT_AUTH_SUCCEEDED:
     case PB_EVENT_DISCONNECT:
+    case PB_EVENT_SESSION_START:
+    case PB_EVENT_POLICY_REFUSED:   /* the refusing module scores its own reasons */
+    case PB_EVENT_MESSAGE_REFUSED:  /* too big or a full disk: not the client's misconduct */
+    case PB_EVENT_BLOCKED:
+    case PB_EVENT_BLOCK_STARTED:
       break;
     }
   return -1;
@@ -296,6 +303,8 @@ ids_event (PbSession *session, PbEventKind kind, const char *detail, gpointer us
                reason);
       ids->dirty = TRUE;
       ids_sync (ids);
+      /* For counters (metrics); our own handler ignores it. */
+      pb_session_report_event (session, PB_EVENT_BLOCK_STARTED, shown);
     }
 }
 

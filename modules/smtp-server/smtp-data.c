@@ -42,15 +42,31 @@ txn_fail (SmtpTxn *txn, guint code, const char *enhanced, const char *text)
     g_byte_array_set_size (txn->hold, 0);
 }
 
+/* SESSION is NULL when the client left during a commit: nobody to report for. */
 static void
-txn_fail_store (SmtpTxn *txn, const GError *error)
+txn_fail_store (SmtpTxn *txn, PbSession *session, const GError *error)
 {
+  const char *reason;
+
+  if (txn->reply_code != 0)
+    return;   /* already failed and reported */
   if (g_error_matches (error, PB_STORE_ERROR_DOMAIN, PB_STORE_ERROR_NO_SPACE))
-    txn_fail (txn, 452, "4.3.1", "Insufficient system storage");
+    {
+      reason = "storage-full";
+      txn_fail (txn, 452, "4.3.1", "Insufficient system storage");
+    }
   else if (g_error_matches (error, PB_STORE_ERROR_DOMAIN, PB_STORE_ERROR_TOO_BIG))
-    txn_fail (txn, 552, "5.2.3", "Message exceeds fixed maximum message size");
+    {
+      reason = "too-big";
+      txn_fail (txn, 552, "5.2.3", "Message exceeds fixed maximum message size");
+    }
   else
-    txn_fail (txn, 451, "4.3.0", "Temporary failure storing the message, try again later");
+    {
+      reason = "storage-error";
+      txn_fail (txn, 451, "4.3.0", "Temporary failure storing the message, try again later");
+    }
+  if (session != NULL)
+    pb_session_report_event (session, PB_EVENT_MESSAGE_REFUSED, reason);
 }
 
 static void
@@ -89,7 +105,7 @@ txn_begin (SmtpSession *s)
   if (txn->msg == NULL)
     {
       pb_session_warning (s->session, "cannot store a message: %s", error->message);
-      txn_fail_store (txn, error);
+      txn_fail_store (txn, s->session, error);
       return FALSE;
     }
 
@@ -112,31 +128,34 @@ txn_begin (SmtpSession *s)
 }
 
 static gboolean
-txn_write (SmtpTxn *txn, const void *data, gsize len)
+txn_write (SmtpSession *s, const void *data, gsize len)
 {
+  SmtpTxn *txn = s->txn;
   g_autoptr (GError) error = NULL;
 
   if (len == 0 || txn->msg == NULL)
     return TRUE;
   if (pb_store_message_write (txn->msg, data, len, &error))
     return TRUE;
-  txn_fail_store (txn, error);
+  txn_fail_store (txn, s->session, error);
   return FALSE;
 }
 
 /* Sends the held content to storage, the Received field first. */
 static void
-txn_flush (SmtpTxn *txn)
+txn_flush (SmtpSession *s)
 {
+  SmtpTxn *txn = s->txn;
+
   if (txn->reply_code != 0)
     return;
   if (!txn->flushed)
     {
       txn->flushed = TRUE;
-      if (!txn_write (txn, txn->received, strlen (txn->received)))
+      if (!txn_write (s, txn->received, strlen (txn->received)))
         return;
     }
-  if (txn_write (txn, txn->hold->data, txn->hold->len))
+  if (txn_write (s, txn->hold->data, txn->hold->len))
     g_byte_array_set_size (txn->hold, 0);
 }
 
@@ -157,10 +176,11 @@ txn_content (SmtpSession *s, gsize added)
       pb_session_info (s->session, "message over max-message-size (%" G_GINT64_FORMAT " octets)",
                        s->smtp->config->max_message_size);
       txn_fail (txn, 552, "5.2.3", "Message exceeds fixed maximum message size");
+      pb_session_report_event (s->session, PB_EVENT_MESSAGE_REFUSED, "too-big");
       return;
     }
   if (txn->hold->len >= HOLD_MAX)
-    txn_flush (txn);
+    txn_flush (s);
 }
 
 /* ---- the end: data-end, commit, 250 ----------------------------------- */
@@ -177,7 +197,7 @@ commit_done (const char *queue_id, const GError *error, gpointer user_data)
     {
       pb_log_session (G_LOG_DOMAIN, G_LOG_LEVEL_WARNING, session, NULL, "%scommit failed: %s",
                       s->saved_id != NULL ? s->saved_id : "", error->message);
-      txn_fail_store (txn, error);
+      txn_fail_store (txn, session, error);
       txn_reply_failure (s);
     }
   else
@@ -199,6 +219,8 @@ commit_done (const char *queue_id, const GError *error, gpointer user_data)
           pb_policy_request_set_field (req, "queue-id", queue_id);
           pb_policy_request_set_field (req, "size", size);
           pb_policy_request_set_field (req, "mail-from", txn->mail.address);
+          g_snprintf (size, sizeof size, "%u", txn->accepted);
+          pb_policy_request_set_field (req, "recipients", size);
           if (s->auth_user != NULL)
             pb_policy_request_set_field (req, "auth-user", s->auth_user);
           pb_policy_request_run (req, NULL, NULL);
@@ -232,11 +254,11 @@ data_end_filtered (SmtpSession *s, const PbVerdict *verdict, PbPolicyRequest *re
                             "%s and others dropped", HOLD_MAX / 1024, headers[0]);
       for (guint i = 0; headers[i] != NULL && !txn->flushed; i++)
         {
-          txn_write (txn, headers[i], strlen (headers[i]));
-          txn_write (txn, "\r\n", 2);
+          txn_write (s, headers[i], strlen (headers[i]));
+          txn_write (s, "\r\n", 2);
         }
     }
-  txn_flush (txn);
+  txn_flush (s);
   if (txn->reply_code != 0)
     {
       txn_reply_failure (s);

@@ -156,6 +156,7 @@ smtp_cmd_mail (SmtpSession *s, char *args)
   /* RFC 1870 §6.1: a declared size over the limit is refused now. */
   if (call->mail.size > c->max_message_size)
     {
+      pb_session_report_event (s->session, PB_EVENT_MESSAGE_REFUSED, "too-big");
       smtp_reply (s, 552, "5.2.3", "Message exceeds fixed maximum message size");
       mail_call_free (call);
       return;
@@ -182,7 +183,8 @@ smtp_cmd_mail (SmtpSession *s, char *args)
 
 typedef struct {
   SmtpSession *s;
-  SmtpRcptArgs rcpt;
+  SmtpRcptArgs rcpt;          /* .address as rewritten by rcpt-address hooks */
+  char *given;                /* the address the client gave, when a hook rewrote it */
   char **mailboxes;
   char **remote;
 } RcptCall;
@@ -191,6 +193,7 @@ static void
 rcpt_call_free (RcptCall *call)
 {
   smtp_rcpt_args_clear (&call->rcpt);
+  g_free (call->given);
   g_strfreev (call->mailboxes);
   g_strfreev (call->remote);
   g_free (call);
@@ -242,7 +245,7 @@ rcpt_filtered (SmtpSession *s, const PbVerdict *verdict, PbPolicyRequest *req, g
         txn_add_recipient (txn, &call->rcpt, NULL, call->remote[i]);
       if (txn->accepted++ == 0)
         txn->first_rcpt = g_strdup (call->rcpt.address);
-      smtp_reply (s, 250, "2.1.5", "Recipient <%s> ok", call->rcpt.address);
+      smtp_reply (s, 250, "2.1.5", "Recipient <%s> ok", call->given != NULL ? call->given : call->rcpt.address);
     }
   rcpt_call_free (call);
 }
@@ -313,6 +316,55 @@ done:
   smtp_session_unref (s);
 }
 
+/* A rewritten forward path must still be one: it reaches the router, the
+ * queue and a Delivered-To header verbatim, so no spaces, controls or
+ * brackets, and at most the 256 octets of RFC 5321 §4.5.3.1.3 with its
+ * angle brackets. */
+static gboolean
+rcpt_rewrite_ok (const char *address)
+{
+  gsize len = strlen (address);
+
+  if (len == 0 || len > 254)
+    return FALSE;
+  for (const char *p = address; *p != '\0'; p++)
+    if ((guchar) *p <= ' ' || *p == 0x7f || *p == '<' || *p == '>')
+      return FALSE;
+  return strchr (address, '@') != NULL || g_ascii_strcasecmp (address, "postmaster") == 0;
+}
+
+static void
+rcpt_address_filtered (SmtpSession *s, const PbVerdict *verdict, PbPolicyRequest *req, gpointer data)
+{
+  RcptCall *call = data;
+  const char *rewritten = req != NULL ? pb_policy_request_get_field (req, "rcpt") : NULL;
+
+  if (s->closed || s->txn == NULL || !smtp_verdict_proceeds (s, verdict))
+    {
+      rcpt_call_free (call);
+      return;
+    }
+  if (rewritten != NULL && strcmp (rewritten, call->rcpt.address) != 0)
+    {
+      if (!rcpt_rewrite_ok (rewritten))
+        {
+          /* A module's bug, not the client's fault: a temporary answer, so no mail is lost. */
+          pb_session_warning (s->session, "rcpt-address: a hook rewrote <%s> to an invalid address",
+                              call->rcpt.address);
+          smtp_reply (s, 451, "4.3.0", "Temporary failure resolving the recipient, try again later");
+          rcpt_call_free (call);
+          return;
+        }
+      pb_session_debug (s->session, "recipient <%s> rewritten to <%s>", call->rcpt.address, rewritten);
+      call->given = call->rcpt.address;
+      call->rcpt.address = g_strdup (rewritten);
+    }
+  /* smtp_filter_done() resumes the session only when nobody is busy again. */
+  call->s = smtp_session_ref (s);
+  s->busy = TRUE;
+  pb_router_resolve (s->smtp->module, call->rcpt.address, rcpt_routed, call);
+}
+
 void
 smtp_cmd_rcpt (SmtpSession *s, char *args)
 {
@@ -320,6 +372,7 @@ smtp_cmd_rcpt (SmtpSession *s, char *args)
   SmtpParseContext ctx = { .esmtp = s->esmtp };
   SmtpReply error;
   RcptCall *call;
+  PbPolicyRequest *req;
 
   /* Check. */
   if (txn == NULL || txn->bdat)
@@ -342,10 +395,11 @@ smtp_cmd_rcpt (SmtpSession *s, char *args)
       g_free (call);
       return;
     }
-  /* Route, then filter, then proceed. */
-  call->s = smtp_session_ref (s);
-  s->busy = TRUE;
-  pb_router_resolve (s->smtp->module, call->rcpt.address, rcpt_routed, call);
+  /* Rewrite, route, filter, proceed. */
+  req = smtp_filter_new (s, PB_STAGE_RCPT_ADDRESS);
+  if (req != NULL)
+    pb_policy_request_set_field (req, "rcpt", call->rcpt.address);
+  smtp_filter (s, req, rcpt_address_filtered, call);
 }
 
 /* ---- VRFY, EXPN -------------------------------------------------------- */

@@ -12,6 +12,7 @@ modules_storage_sqlite_la_SOURCES = \
 	modules/storage-sqlite/sqlite-schema.c \
 	modules/storage-sqlite/sqlite-mailbox.c \
 	modules/storage-sqlite/sqlite-queue.c \
+	modules/storage-sqlite/sqlite-origin.c \
 	modules/storage-sqlite/sqlite-directory.c
 modules_storage_sqlite_la_CFLAGS = $(MODULE_CFLAGS) $(SQLITE_CFLAGS) -DG_LOG_DOMAIN=\"pillarbox-storage-sqlite\"
 modules_storage_sqlite_la_LDFLAGS = $(MODULE_FLAGS)

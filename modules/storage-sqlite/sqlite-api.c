@@ -87,6 +87,17 @@ sq_api_message_begin (gpointer backend, const PbEnvelope *envelope, GError **err
   m->auth_user = g_strdup (envelope->auth_user);
   m->dsn_ret = g_strdup (envelope->dsn_ret);
   m->dsn_envid = g_strdup (envelope->dsn_envid);
+  if (PB_FIELD_PRESENT (envelope, PbEnvelope, origin) && envelope->origin != NULL)
+    {
+      if (*envelope->origin == '\0' || !g_utf8_validate (envelope->origin, -1, NULL))
+        {
+          g_set_error_literal (error, PB_STORE_ERROR_DOMAIN, PB_STORE_ERROR_INVALID,
+                               "a message's origin must be non-empty UTF-8");
+          sq_message_free (m);
+          return NULL;
+        }
+      m->origin = g_strdup (envelope->origin);
+    }
   m->n_rcpts = n;
   m->rcpts = g_new0 (SqRecipient, n);
   for (guint i = 0; i < n; i++)

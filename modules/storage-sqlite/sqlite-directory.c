@@ -863,7 +863,7 @@ const SqOp sq_directory_ops[] = {
 const SqOp *
 sq_op_find (const char *name)
 {
-  static const SqOp *const tables[] = { sq_directory_ops, sq_mailbox_ops, sq_queue_ops };
+  static const SqOp *const tables[] = { sq_directory_ops, sq_mailbox_ops, sq_queue_ops, sq_origin_ops };
 
   for (guint t = 0; t < G_N_ELEMENTS (tables); t++)
     for (const SqOp *op = tables[t]; op->name != NULL; op++)

@@ -193,6 +193,8 @@ sq_message_commit (SqStore *store, SqMessage *m, GBytes *data, GError **error)
     }
   if (len > 0 && !sq_chunk_insert (store, m, data, error))
     return FALSE;
+  if (m->origin != NULL && !sq_origin_record (store, m, error))
+    return FALSE;
 
   for (guint i = 0; i < m->n_rcpts; i++)
     {

@@ -19,7 +19,7 @@ G_BEGIN_DECLS
  * much slower than the network), writes fail instead of using more memory. */
 #define SQ_QUEUE_MAX_BYTES (256 * 1024 * 1024)
 /* The newest schema this module knows. */
-#define SQ_SCHEMA_VERSION 2
+#define SQ_SCHEMA_VERSION 4
 
 /* The [module storage-sqlite] settings. */
 typedef struct {
@@ -77,6 +77,7 @@ typedef struct {
   char *auth_user;
   char *dsn_ret;
   char *dsn_envid;
+  char *origin;               /* PbEnvelope.origin, or NULL */
   SqRecipient *rcpts;
   guint n_rcpts;
   gint64 received;            /* unix seconds */
@@ -238,6 +239,9 @@ gboolean sq_message_read (SqStore *store, const char *message_id, gint64 offset,
                           GBytes **data, gboolean *eof, GError **error);
 /* Records the message ids handed out in this transaction (before COMMIT). */
 gboolean sq_message_ids_save (SqStore *store, GError **error);
+/* sqlite-origin.c: records the message's origin in the open transaction
+ * (PB_STORE_ERROR_EXISTS when it is recorded already). */
+gboolean sq_origin_record (SqStore *store, SqMessage *m, GError **error);
 /* Deletes message @id if no mailbox entry and no unfinished queue entry refers to it. */
 gboolean sq_message_release (SqStore *store, gint64 id, GError **error);
 void sq_queue_id_format (char out[32], gint64 received, gint64 rowid);
@@ -246,6 +250,7 @@ void sq_queue_id_format (char out[32], gint64 received, gint64 rowid);
 extern const SqOp sq_directory_ops[];
 extern const SqOp sq_mailbox_ops[];
 extern const SqOp sq_queue_ops[];
+extern const SqOp sq_origin_ops[];
 const SqOp *sq_op_find (const char *name);
 /* Checks @in (valid UTF-8, no blanks or controls) and returns it lower-case. */
 gboolean sq_arg_name (const char *in, const char *what, char **out, GError **error);

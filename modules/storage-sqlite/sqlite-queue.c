@@ -311,6 +311,23 @@ sq_op_queue_retry (SqStore *store, GVariant *args, GVariant **result, GError **e
   return TRUE;
 }
 
+/* queue.warn (t) -> b: marks the entry warned; TRUE only for the call that did. */
+static gboolean
+sq_op_queue_warn (SqStore *store, GVariant *args, GVariant **result, GError **error)
+{
+  guint64 id;
+  SqStmt *stmt = sq_db_prepare (store->db, "UPDATE queue SET warned = 1 WHERE id = ?1 AND warned = 0", error);
+
+  if (stmt == NULL)
+    return FALSE;
+  g_variant_get (args, "(t)", &id);
+  sqlite3_bind_int64 (stmt, 1, (gint64) id);
+  if (!sq_db_run (store->db, stmt, error))
+    return FALSE;
+  *result = g_variant_new_boolean (sqlite3_changes (store->db->db) == 1);
+  return TRUE;
+}
+
 const SqOp sq_queue_ops[] = {
   { "queue.due", "(xu)", FALSE, sq_op_queue_due },
   { "queue.result", "(tsusx)", TRUE, sq_op_queue_result },
@@ -318,5 +335,6 @@ const SqOp sq_queue_ops[] = {
   { "queue.get", "(s)", FALSE, sq_op_queue_get },
   { "queue.delete", "(s)", TRUE, sq_op_queue_delete },
   { "queue.retry", "(s)", TRUE, sq_op_queue_retry },
+  { "queue.warn", "(t)", TRUE, sq_op_queue_warn },
   { NULL, NULL, FALSE, NULL }
 };

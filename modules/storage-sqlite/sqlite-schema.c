@@ -105,6 +105,19 @@ static const SqMigration sq_migrations[] = {
     "  server TEXT NOT NULL,"
     "  reply TEXT NOT NULL);"
     "CREATE INDEX queue_history_entry ON queue_history (entry_id);" },
+  /* 3: where messages came from (PbEnvelope.origin), written in the
+   * message's own transaction so that a fetcher never stores one twice.
+   * No foreign key: the record must outlive the message (a collected
+   * message the user deleted must not be collected again). */
+  { 3,
+    "CREATE TABLE origin ("
+    "  key TEXT PRIMARY KEY,"
+    "  first_seen INTEGER NOT NULL,"
+    "  message_id INTEGER NOT NULL) WITHOUT ROWID;" },
+  /* 4: whether a delay warning (RFC 3464 Action: delayed) went to the
+   * sender of a queue entry, so it goes at most once (queue.warn). */
+  { 4,
+    "ALTER TABLE queue ADD COLUMN warned INTEGER NOT NULL DEFAULT 0;" },
 };
 
 static gboolean

@@ -84,6 +84,7 @@ sq_message_free (SqMessage *m)
   g_free (m->auth_user);
   g_free (m->dsn_ret);
   g_free (m->dsn_envid);
+  g_free (m->origin);
   if (m->buf != NULL)
     g_byte_array_unref (m->buf);
   g_free (m);

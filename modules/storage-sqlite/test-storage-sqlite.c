@@ -400,11 +400,12 @@ test_start_schema_and_files (void **state)
 
   stats = request_ok (f->mod, "storage.stats", NULL);
   assert_true (g_variant_is_of_type (stats, G_VARIANT_TYPE ("a{sv}")));
-  assert_int_equal (stat_u64 (f->mod, "schema-version"), 2);
+  assert_int_equal (stat_u64 (f->mod, "schema-version"), 4);
   assert_int_equal (stat_u64 (f->mod, "recovered"), 0);
-  assert_int_equal (db_int (f, "PRAGMA user_version"), 2);
+  assert_int_equal (db_int (f, "PRAGMA user_version"), 4);
   assert_int_equal (db_int (f, "SELECT count(*) FROM schema_migrations WHERE version = 1"), 1);
   assert_int_equal (db_int (f, "SELECT count(*) FROM schema_migrations WHERE version = 2"), 1);
+  assert_int_equal (db_int (f, "SELECT count(*) FROM schema_migrations WHERE version = 3"), 1);
   assert_int_equal (db_int (f, "SELECT count(*) FROM pragma_journal_mode WHERE journal_mode = 'wal'"), 1);
 
   d = g_dir_open (dir, 0, NULL);
@@ -416,8 +417,8 @@ test_start_schema_and_files (void **state)
   /* A second start finds the schema in place; fini removes the instance file. */
   close_store (f);
   open_store (f, NULL);
-  assert_int_equal (stat_u64 (f->mod, "schema-version"), 2);
-  assert_int_equal (db_int (f, "SELECT count(*) FROM schema_migrations"), 2);
+  assert_int_equal (stat_u64 (f->mod, "schema-version"), 4);
+  assert_int_equal (db_int (f, "SELECT count(*) FROM schema_migrations"), 4);
   close_store (f);
   d = g_dir_open (dir, 0, NULL);
   while ((name = g_dir_read_name (d)) != NULL)
@@ -1320,6 +1321,182 @@ test_disk_full (void **state)
   assert_int_equal (last_uid (f->mod, "bob@example.org"), uid_of (f->mod, "bob@example.org", after));
 }
 
+/* Stores a message with ORIGIN (NULL: none), written through an envelope of
+ * STRUCT_SIZE octets (a module built against ABI 1.0 passes less). */
+static char *
+store_with_origin (PbModule *mod, const char *origin, gsize struct_size, GError **error)
+{
+  static const char text[] = "Subject: collected\r\n\r\nbody\r\n";
+  const char *rcpts[] = { "bob@example.org>bob@example.org", NULL };
+  Env e;
+  PbStoreMessage *msg;
+  CommitWait w = { 0 };
+
+  env_init (&e, rcpts);
+  e.env.origin = origin;
+  e.env.struct_size = struct_size;
+  msg = pb_store_message_begin (mod, &e.env, error);
+  env_clear (&e);
+  if (msg == NULL)
+    return NULL;
+  if (!pb_store_message_write (msg, text, strlen (text), error))
+    {
+      pb_store_message_abort (msg);
+      return NULL;
+    }
+  pb_store_message_commit (msg, commit_done, &w);
+  if (!pbt_loop_until (&w.done, WAIT_MS))
+    fail_msg ("commit: no answer");
+  if (w.error != NULL)
+    {
+      g_propagate_error (error, w.error);
+      return NULL;
+    }
+  return w.queue_id;
+}
+
+/* The same origin twice: the second commit fails with EXISTS and leaves
+ * nothing behind, also when both commits share one transaction. */
+static void
+test_origin (void **state)
+{
+  Fixture *f = *state;
+  g_autoptr (GError) error = NULL;
+  g_autofree char *first = NULL;
+  g_autofree char *second = NULL;
+  g_autofree char *plain = NULL;
+  g_autofree char *old_abi = NULL;
+  g_autoptr (GVariant) list = NULL;
+  g_autoptr (GVariant) n = NULL;
+  gint64 before = g_get_real_time () / G_USEC_PER_SEC;
+  const char *key;
+  gint64 seen;
+
+  open_store (f, NULL);
+  setup_example (f->mod);
+  first = store_with_origin (f->mod, "pop3-collector/isp/UID1", sizeof (PbEnvelope), &error);
+  assert_non_null (first);
+  second = store_with_origin (f->mod, "pop3-collector/isp/UID1", sizeof (PbEnvelope), &error);
+  assert_null (second);
+  assert_true (g_error_matches (error, PB_STORE_ERROR_DOMAIN, PB_STORE_ERROR_EXISTS));
+  g_clear_error (&error);
+  assert_int_equal (db_int (f, "SELECT count(*) FROM messages"), 1);
+  assert_int_equal (db_int (f, "SELECT count(*) FROM mailbox"), 1);
+  assert_int_equal (db_int (f, "SELECT count(*) FROM chunks WHERE message_id NOT IN (SELECT id FROM messages)"), 0);
+
+  /* No origin, or an envelope from ABI 1.0 (no origin field): stored every time. */
+  plain = store_with_origin (f->mod, NULL, sizeof (PbEnvelope), &error);
+  assert_non_null (plain);
+  old_abi = store_with_origin (f->mod, "ignored", G_STRUCT_OFFSET (PbEnvelope, origin), &error);
+  assert_non_null (old_abi);
+  assert_int_equal (db_int (f, "SELECT count(*) FROM origin"), 1);
+
+  /* Two commits of one origin in one transaction (group commit). */
+  {
+    const char *rcpts[] = { "bob@example.org>bob@example.org", NULL };
+    CommitWait w[2] = { { 0 }, { 0 } };
+    PbStoreMessage *msg[2];
+    Env e;
+
+    env_init (&e, rcpts);
+    e.env.origin = "pop3-collector/isp/UID2";
+    for (guint i = 0; i < 2; i++)
+      {
+        msg[i] = pb_store_message_begin (f->mod, &e.env, &error);
+        assert_non_null (msg[i]);
+        assert_true (pb_store_message_write (msg[i], "x\r\n", 3, &error));
+      }
+    env_clear (&e);
+    for (guint i = 0; i < 2; i++)
+      pb_store_message_commit (msg[i], commit_done, &w[i]);
+    assert_true (pbt_loop_until (&w[0].done, WAIT_MS) && pbt_loop_until (&w[1].done, WAIT_MS));
+    assert_non_null (w[0].queue_id);
+    assert_null (w[1].queue_id);
+    assert_true (g_error_matches (w[1].error, PB_STORE_ERROR_DOMAIN, PB_STORE_ERROR_EXISTS));
+    g_free (w[0].queue_id);
+    g_clear_error (&w[1].error);
+  }
+  assert_int_equal (db_int (f, "SELECT count(*) FROM messages"), 4);
+
+  /* The record outlives its message: deleted from the mailbox, still known. */
+  {
+    g_autoptr (GVariant) mb = request_ok (f->mod, "mailbox.list", g_variant_new ("(s)", "bob@example.org"));
+    guint64 uid;
+    g_autoptr (GVariant) del = NULL;
+
+    g_variant_get_child (mb, 0, "(tsxxs)", &uid, NULL, NULL, NULL, NULL);
+    del = request_ok (f->mod, "mailbox.delete", g_variant_new_parsed ("(%s, [%t])", "bob@example.org", uid));
+  }
+  second = store_with_origin (f->mod, "pop3-collector/isp/UID1", sizeof (PbEnvelope), &error);
+  assert_null (second);
+  assert_true (g_error_matches (error, PB_STORE_ERROR_DOMAIN, PB_STORE_ERROR_EXISTS));
+  g_clear_error (&error);
+
+  /* origin.list by prefix, in key order, with the time first seen. */
+  g_free (store_with_origin (f->mod, "pop3-collector/other/A", sizeof (PbEnvelope), &error));
+  list = request_ok (f->mod, "origin.list", g_variant_new ("(s)", "pop3-collector/isp/"));
+  assert_true (g_variant_is_of_type (list, G_VARIANT_TYPE ("a(sx)")));
+  assert_int_equal (g_variant_n_children (list), 2);
+  g_variant_get_child (list, 0, "(&sx)", &key, &seen);
+  assert_string_equal (key, "pop3-collector/isp/UID1");
+  assert_true (seen >= before && seen <= g_get_real_time () / G_USEC_PER_SEC);
+  g_variant_get_child (list, 1, "(&sx)", &key, &seen);
+  assert_string_equal (key, "pop3-collector/isp/UID2");
+  g_clear_pointer (&list, g_variant_unref);
+  list = request_ok (f->mod, "origin.list", g_variant_new ("(s)", ""));
+  assert_int_equal (g_variant_n_children (list), 3);
+
+  /* origin.forget: one key, a prefix, a batch; an empty key is refused. */
+  n = request_ok (f->mod, "origin.forget", g_variant_new ("(sb)", "pop3-collector/isp/UID1", FALSE));
+  assert_int_equal (g_variant_get_uint64 (n), 1);
+  g_clear_pointer (&n, g_variant_unref);
+  n = request_ok (f->mod, "origin.forget-keys", g_variant_new_parsed ("(['pop3-collector/isp/UID2', 'nope'],)"));
+  assert_int_equal (g_variant_get_uint64 (n), 1);
+  g_clear_pointer (&n, g_variant_unref);
+  g_clear_pointer (&list, g_variant_unref);
+  list = request (f->mod, "origin.forget", g_variant_new ("(sb)", "", TRUE), &error);
+  assert_true (g_error_matches (error, PB_STORE_ERROR_DOMAIN, PB_STORE_ERROR_INVALID));
+  g_clear_error (&error);
+  n = request_ok (f->mod, "origin.forget", g_variant_new ("(sb)", "pop3-collector/", TRUE));
+  assert_int_equal (g_variant_get_uint64 (n), 1);
+  assert_int_equal (db_int (f, "SELECT count(*) FROM origin"), 0);
+  /* Forgotten: the same origin may be stored again. */
+  g_clear_pointer (&first, g_free);
+  first = store_with_origin (f->mod, "pop3-collector/isp/UID1", sizeof (PbEnvelope), &error);
+  assert_non_null (first);
+}
+
+/* A database of schema version 2 (before origins) is migrated in place:
+ * its messages stay, the origin table appears. */
+static void
+test_migration_from_v2 (void **state)
+{
+  Fixture *f = *state;
+  g_autofree char *qid = NULL;
+  g_autoptr (GError) error = NULL;
+  const char *rcpts[] = { "bob@example.org>bob@example.org", NULL };
+  static const char text[] = "Subject: old\r\n\r\nfrom version 2\r\n";
+
+  open_store (f, NULL);
+  setup_example (f->mod);
+  qid = store_ok (f->mod, rcpts, (const guint8 *) text, strlen (text), 0);
+  close_store (f);
+  /* Back to what version 2 left: no origin table, no queue.warned, version 2 recorded. */
+  db_exec (f, "DROP TABLE origin; ALTER TABLE queue DROP COLUMN warned;"
+              " DELETE FROM schema_migrations WHERE version >= 3; PRAGMA user_version = 2;");
+  assert_int_equal (db_int (f, "SELECT count(*) FROM sqlite_master WHERE name = 'origin'"), 0);
+
+  open_store (f, NULL);
+  assert_int_equal (stat_u64 (f->mod, "schema-version"), 4);
+  assert_int_equal (db_int (f, "PRAGMA user_version"), 4);
+  assert_int_equal (db_int (f, "SELECT count(*) FROM schema_migrations WHERE version IN (3, 4)"), 2);
+  assert_int_equal (db_int (f, "SELECT count(*) FROM pragma_table_info('queue') WHERE name = 'warned'"), 1);
+  assert_body (f->mod, qid, (const guint8 *) text, strlen (text), 1000);
+  g_free (store_with_origin (f->mod, "pop3-collector/x/1", sizeof (PbEnvelope), &error));
+  g_assert_no_error (error);
+  assert_int_equal (db_int (f, "SELECT count(*) FROM origin"), 1);
+}
+
 static void
 test_newer_schema_refused (void **state)
 {
@@ -1387,6 +1564,8 @@ main (void)
     cmocka_unit_test_setup_teardown (test_two_instances, setup, teardown),
     cmocka_unit_test_setup_teardown (test_free_space_reserve, setup, teardown),
     cmocka_unit_test_setup_teardown (test_disk_full, setup, teardown),
+    cmocka_unit_test_setup_teardown (test_origin, setup, teardown),
+    cmocka_unit_test_setup_teardown (test_migration_from_v2, setup, teardown),
     cmocka_unit_test_setup_teardown (test_newer_schema_refused, setup, teardown),
     cmocka_unit_test_setup_teardown (test_not_started, setup, teardown),
   };

@@ -138,8 +138,10 @@ typedef void (*PbAuthFunc) (PbAuthResult result, const char *user, const char *r
  * @module: the calling module
  * @user: the login name ("bob", or "bob@example.org")
  * @password: the password (copied and wiped after use; never logged)
- * @protocol: the protocol asking ("smtp", "pop3"), checked against the
- *   user's permitted protocols
+ * @protocol: (nullable): the protocol asking ("smtp", "pop3"), checked
+ *   against the user's permitted protocols; %NULL (since ABI 1.1) checks
+ *   the password only, for a service that keeps its own list of who may
+ *   use it (the status monitor's administrators)
  * @done: called once with the outcome
  * @user_data: passed to @done
  *

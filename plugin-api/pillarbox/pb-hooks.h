@@ -36,15 +36,19 @@ PB_BEGIN_DECLS
  * - `auth-result`: "success" or "failure" (auth)
  * - `auth-mechanism`: "PLAIN", "LOGIN", "USER" (auth)
  * - `mail-from`: the reverse path without angle brackets, "" for the null sender
- * - `rcpt`: the recipient address (rcpt-to; delivery-attempt and delivery-result: one recipient)
+ * - `rcpt`: the recipient address (rcpt-address: as the client gave it; rcpt-to;
+ *   delivery-attempt and delivery-result: one recipient)
  * - `size`: message size in octets, decimal (data-end, queued, delivery stages)
  * - `queue-id`: the message's queue id (queued and delivery stages)
  * - `transport`, `destination`: delivery stages
+ * - `recipients`: how many recipients the message was accepted for, decimal
+ *   (queued; since ABI 1.1, absent from older protocol modules)
  * - `result-code`, `result-text`: delivery-result (the reply's code, e.g. "451", and
  *   the whole reply); `result`: "delivered", "deferred", "bounced" or "expired"
  *
  * A handler may change a field only where a stage documents it:
- * delivery-attempt allows `mail-from` (BATV signing, SRS).
+ * delivery-attempt allows `mail-from` (BATV signing, SRS); rcpt-address
+ * allows `rcpt` (removing a BATV tag or a sub-address before routing).
  */
 
 /**
@@ -60,9 +64,14 @@ PB_BEGIN_DECLS
  * @PB_STAGE_QUEUED: the message is durably stored (notification; verdicts are ignored)
  * @PB_STAGE_DELIVERY_ATTEMPT: a transport is about to send a message (may rewrite `mail-from`)
  * @PB_STAGE_DELIVERY_RESULT: a recipient's delivery ended (notification)
+ * @PB_STAGE_RCPT_ADDRESS: each RCPT TO, before the router sees the address
+ *   (may rewrite `rcpt`; the router, the rcpt-to stage and delivery then use
+ *   the rewritten address). Since: ABI 1.1
  * @PB_STAGE_LAST: the number of stages
  *
- * The fixed points where policy is asked.
+ * The fixed points where policy is asked. Values are appended, never
+ * renumbered, so the order of the enum is not the order of a transaction:
+ * smtp-server asks rcpt-address before rcpt-to.
  *
  * Since: ABI 1.0
  */
@@ -77,6 +86,7 @@ typedef enum {
   PB_STAGE_QUEUED,
   PB_STAGE_DELIVERY_ATTEMPT,
   PB_STAGE_DELIVERY_RESULT,
+  PB_STAGE_RCPT_ADDRESS,
   PB_STAGE_LAST
 } PbStage;
 
@@ -339,9 +349,28 @@ PB_API gboolean pb_stage_has_hooks (PbModule *module, PbStage stage);
  * @PB_EVENT_DISCONNECT: a session ended, whether it was admitted ("admitted")
  *   or refused at connect ("refused"); every session that reached the connect
  *   stage ends with exactly one
+ * @PB_EVENT_SESSION_START: the connect stage admitted the session and the
+ *   core is handing it to its protocol module; detail: the listener's name.
+ *   Reported by the core, exactly once per admitted session, so it pairs
+ *   with the "admitted" %PB_EVENT_DISCONNECT. Since: ABI 1.1
+ * @PB_EVENT_POLICY_REFUSED: a policy stage run for a session ended with a
+ *   refusal (%PB_VERDICT_REJECT, %PB_VERDICT_TEMPFAIL or
+ *   %PB_VERDICT_DISCONNECT, including the core's own 451 on a hook
+ *   timeout); detail: "STAGE CODE MODULE", e.g. "rcpt-to 550 rate-cap"
+ *   (CODE is "5xx" or "4xx" when the handler left the code to the
+ *   protocol). Reported by the core. Since: ABI 1.1
+ * @PB_EVENT_MESSAGE_REFUSED: a protocol module refused a message for a
+ *   reason that is not policy; detail: "too-big" (SMTP 552), "storage-full"
+ *   (452) or "storage-error" (451). Since: ABI 1.1
+ * @PB_EVENT_BLOCKED: a connection was refused at connect because its
+ *   client is blocked (a block list, an IDS block); reported by the refusing
+ *   module before it answers; detail: the client's address. Since: ABI 1.1
+ * @PB_EVENT_BLOCK_STARTED: a policy module started blocking the session's
+ *   client (IDS); detail: the address or prefix now blocked. Since: ABI 1.1
  *
  * Things that happened, reported for modules that count them (IDS,
- * metrics, load limits). Events never change what happens.
+ * metrics, load limits). Events never change what happens. Values are
+ * only ever appended: a handler ignores kinds it does not know.
  *
  * Since: ABI 1.0
  */
@@ -352,7 +381,12 @@ typedef enum {
   PB_EVENT_RELAY_DENIED,
   PB_EVENT_PROTOCOL_ERROR,
   PB_EVENT_TOO_MANY_CONNECTIONS,
-  PB_EVENT_DISCONNECT
+  PB_EVENT_DISCONNECT,
+  PB_EVENT_SESSION_START,
+  PB_EVENT_POLICY_REFUSED,
+  PB_EVENT_MESSAGE_REFUSED,
+  PB_EVENT_BLOCKED,
+  PB_EVENT_BLOCK_STARTED
 } PbEventKind;
 
 /**
@@ -394,7 +428,8 @@ PB_API void pb_session_report_event (PbSession *session, PbEventKind kind, const
  * pb_event_to_string:
  * @kind: an event
  *
- * Returns: (transfer none): its name ("auth-failed")
+ * Returns: (transfer none): its name ("auth-failed"); "unknown" for a
+ *   value this core does not know
  *
  * Since: ABI 1.0
  */

@@ -75,6 +75,14 @@ typedef struct {
  * @dsn_ret: (nullable): DSN RET parameter ("FULL" or "HDRS")
  * @dsn_envid: (nullable): DSN ENVID parameter
  * @size_hint: the size the client announced (SIZE=), or 0
+ * @origin: (nullable): a key naming where the message came from, e.g.
+ *   "pop3-collector/NAME/UIDL" (Since: ABI 1.1). The backend records it in
+ *   the same transaction as the message, and a commit whose origin is
+ *   already recorded fails with %PB_STORE_ERROR_EXISTS and stores nothing:
+ *   a fetcher that crashes between commit and "seen" cannot store a message
+ *   twice. Read only when @struct_size covers it (a module built against
+ *   ABI 1.0 passes the smaller struct); the records are listed and dropped
+ *   with the `origin.list` and `origin.forget` operations.
  *
  * The envelope of a message being stored.
  *
@@ -90,6 +98,7 @@ typedef struct {
   const char *dsn_ret;
   const char *dsn_envid;
   gint64 size_hint;
+  const char *origin;
 } PbEnvelope;
 
 /**
@@ -361,6 +370,19 @@ PB_API void pb_store_message_read (PbModule *module, const char *message_id, gin
  *   → `u` entries removed
  * - `queue.retry` `(s)` queue id, or "" for every deferred entry → `u` entries made
  *   due now
+ * - `queue.warn` `(t)` entry id → `b`: marks that the sender was warned of the
+ *   delay; %TRUE only for the call that marked it (ABI 1.1)
+ *
+ * Origins (ABI 1.1): the keys recorded with messages through
+ * #PbEnvelope's `origin`, each with the unix time it was first recorded.
+ * Records outlive their message (a message deleted from its mailbox must
+ * not be fetched again); the fetcher drops them when the source forgets
+ * the message.
+ * - `origin.list` `(s)` prefix ("" for all) → `a(sx)` key, first seen (unix),
+ *   in key order
+ * - `origin.forget` `(sb)` key, whether it is a prefix (%TRUE: every key
+ *   starting with it) → `t` records dropped
+ * - `origin.forget-keys` `(as)` keys → `t` records dropped, in one transaction
  *
  * Unknown operations fail with %PB_STORE_ERROR_NOT_SUPPORTED.
  *

@@ -2,6 +2,7 @@
 """Shared helpers for integration tests: run the real pillarboxd from the build tree on loopback."""
 
 import glob
+import json
 import os
 import pwd
 import shutil
@@ -236,6 +237,46 @@ class LineClient:
 
     def close(self):
         self.sock.close()
+
+
+def wait_for(what, predicate, timeout=TIMEOUT):
+    """Polls PREDICATE until it returns something true (returned), for TIMEOUT seconds at most."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise Failure("timed out waiting for %s" % what)
+
+
+class ScriptedPeer:
+    """modules/smtp-client/test-smtp-server.py: a scripted SMTP server standing in for an ISP's
+    relay or an MX host. OPTIONS are its own ("--rcpt", "slow=451 4.3.0 try again later",
+    "--ext", "PIPELINING"); what it saw is logged as JSON lines."""
+
+    def __init__(self, tmp, *options):
+        self.log = os.path.join(tmp, "peer-%d.log" % id(self))
+        script = os.path.join(TOP_SRCDIR, "modules", "smtp-client", "test-smtp-server.py")
+        self.proc = subprocess.Popen(["/usr/bin/python3", script, "--log", self.log] + list(options),
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        line = self.proc.stdout.readline()
+        check(line.startswith("PORT "), "the scripted peer did not start: %r" % line)
+        self.port = int(line.split()[1])
+
+    def events(self):
+        try:
+            with open(self.log) as f:
+                return [json.loads(line) for line in f if line.strip()]
+        except FileNotFoundError:
+            return []
+
+    def messages(self):
+        return [e for e in self.events() if e["event"] == "message"]
+
+    def close(self):
+        self.proc.stdin.close()
+        self.proc.wait(TIMEOUT)
 
 
 def run_tests(tests):

@@ -6,6 +6,7 @@ The relay keeps one connection (max-connections = 1), so the sink's sessions com
 another and its log tells which message came in which session.
 """
 
+import contextlib
 import datetime
 import importlib.util
 import json
@@ -19,18 +20,8 @@ _spec = importlib.util.spec_from_file_location(
     "smtp_common", os.path.join(os.path.dirname(os.path.abspath(__file__)), "test-smtp-common.py"))
 common = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(common)
-from pbtest import TIMEOUT, check, run_tests  # noqa: E402
+from pbtest import TIMEOUT, check, run_tests, wait_for  # noqa: E402
 from smtpsink import Sink  # noqa: E402
-
-
-def wait_for(what, predicate, timeout=TIMEOUT):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError("timed out waiting for %s" % what)
 
 
 def relay_conf(sink, server_extra="", extra=""):
@@ -211,5 +202,39 @@ def test_backscatter_rule():
         sink.close()
 
 
+def test_delay_notice():
+    """core.delay-warning-time: a recipient the relay keeps deferring gets its (local) sender
+    one delay notice, Action: delayed with Will-Retry-Until, however many retries follow;
+    a sender whose NOTIFY leaves out DELAY gets none."""
+    sink = Sink("-r", "RCPT")
+    d = daemon("retry-schedule = 1s\ndelay-warning-time = 2s\n")
+    try:
+        d.write("50-relay-sender.conf", relay_conf(sink))
+        d.start()
+        d.cli("domain", "add", common.DOMAIN)
+        for user in ("bob", "alice"):
+            d.cli("user", "add", "%s@%s" % (user, common.DOMAIN), input=common.PASSWORD + "\n")
+        with smtplib.SMTP("127.0.0.1", d.ports["smtp"], timeout=TIMEOUT) as s:
+            s.sendmail("bob@%s" % common.DOMAIN, ["late@remote.example"], "Subject: slow\r\n\r\nbody\r\n")
+            s.sendmail("alice@%s" % common.DOMAIN, ["late2@remote.example"], "Subject: quiet\r\n\r\nbody\r\n",
+                       rcpt_options=["NOTIFY=FAILURE"])
+        d.wait_count("bob", 1, timeout=30)
+        # Several more retries, still one notice.
+        wait_for("five attempts", lambda: any(e[2] == "late@remote.example" and e[5] >= 5
+                                               for e in json.loads(d.cli("--json", "queue", "list").stdout)))
+        check(d.count("bob") == 1, "bob has %d notices" % d.count("bob"))
+        check(d.count("alice") == 0, "alice asked for NOTIFY=FAILURE and got a delay notice")
+        with contextlib.closing(d.db()) as db:
+            qid = db.execute("SELECT m.queue_id FROM mailbox b JOIN messages m ON m.id = b.message_id"
+                             " WHERE b.user = ?", ("bob@%s" % common.DOMAIN,)).fetchone()[0]
+        text = d.message(qid).decode()
+        for needle in ("Subject: Delayed Mail", "Action: delayed", "Will-Retry-Until:", "Status: 4.", "late@remote.example"):
+            check(needle in text, "%r not in the notice:\n%s" % (needle, text[:3000]))
+        d.finish()
+    finally:
+        d.close()
+        sink.close()
+
+
 if __name__ == "__main__":
-    run_tests([test_backscatter_rule, test_queue_delete_all, test_ordering_options, test_caps_at_the_sink, test_schedule_and_deny_window])
+    run_tests([test_delay_notice, test_backscatter_rule, test_queue_delete_all, test_ordering_options, test_caps_at_the_sink, test_schedule_and_deny_window])

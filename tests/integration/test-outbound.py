@@ -18,45 +18,8 @@ _spec = importlib.util.spec_from_file_location(
     "smtp_common", os.path.join(os.path.dirname(os.path.abspath(__file__)), "test-smtp-common.py"))
 common = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(common)
-from pbtest import TIMEOUT, TOP_SRCDIR, check, run_tests  # noqa: E402
+from pbtest import TIMEOUT, ScriptedPeer, check, run_tests, wait_for  # noqa: E402
 
-PEER = os.path.join(TOP_SRCDIR, "modules", "smtp-client", "test-smtp-server.py")
-
-
-class Peer:
-    """The scripted SMTP server standing in for the ISP's relay."""
-
-    def __init__(self, tmp, *options):
-        self.log = os.path.join(tmp, "peer.log")
-        self.proc = subprocess.Popen(["/usr/bin/python3", PEER, "--log", self.log, "--ext", "PIPELINING"]
-                                     + list(options), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        line = self.proc.stdout.readline()
-        check(line.startswith("PORT "), "the peer did not start: %r" % line)
-        self.port = int(line.split()[1])
-
-    def events(self):
-        try:
-            with open(self.log) as f:
-                return [json.loads(line) for line in f if line.strip()]
-        except FileNotFoundError:
-            return []
-
-    def messages(self):
-        return [e for e in self.events() if e["event"] == "message"]
-
-    def close(self):
-        self.proc.stdin.close()
-        self.proc.wait(TIMEOUT)
-
-
-def wait_for(what, predicate, timeout=TIMEOUT):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError("timed out waiting for %s" % what)
 
 
 def submit(d, rcpts, subject="hello"):
@@ -76,7 +39,7 @@ def queue(d):
 
 def test_relay_end_to_end():
     d = common.SmtpDaemon(core_extra="retry-schedule = 1s\nqueue-scan-interval = 1s\n", start=False)
-    peer = Peer(d.tmp, "--rcpt", "bad=550 5.1.1 no such user here", "--rcpt", "slow=451 4.3.0 try again later")
+    peer = ScriptedPeer(d.tmp, "--ext", "PIPELINING", "--rcpt", "bad=550 5.1.1 no such user here", "--rcpt", "slow=451 4.3.0 try again later")
     try:
         d.write("50-relay-sender.conf",
                 "[module relay-sender]\n[relay-server peer]\naddress = 127.0.0.1:%d\nsecurity = none\n"

@@ -29,7 +29,7 @@ test_sizes_lp64 (void **state)
   assert_int_equal (sizeof (PbConnHandlers), 32);
   assert_int_equal (sizeof (PbControlCommandSpec), 64);
   assert_int_equal (sizeof (PbStorageSpec), 72);
-  assert_int_equal (sizeof (PbEnvelope), 72);
+  assert_int_equal (sizeof (PbEnvelope), 80);
   assert_int_equal (sizeof (PbRecipient), 48);
   assert_int_equal (sizeof (PbTransportSpec), 48);
   assert_int_equal (sizeof (PbCollectorSpec), 32);
@@ -67,6 +67,7 @@ test_enum_values (void **state)
   assert_int_equal (PB_STAGE_QUEUED, 7);
   assert_int_equal (PB_STAGE_DELIVERY_ATTEMPT, 8);
   assert_int_equal (PB_STAGE_DELIVERY_RESULT, 9);
+  assert_int_equal (PB_STAGE_RCPT_ADDRESS, 10);
   assert_int_equal (PB_VERDICT_CONTINUE, 0);
   assert_int_equal (PB_VERDICT_ACCEPT, 1);
   assert_int_equal (PB_VERDICT_REJECT, 2);
@@ -79,6 +80,8 @@ test_enum_values (void **state)
   assert_int_equal (PB_TLS_IMPLICIT, 1);
   assert_int_equal (PB_EVENT_AUTH_FAILED, 1);
   assert_int_equal (PB_EVENT_DISCONNECT, 7);
+  assert_int_equal (PB_EVENT_SESSION_START, 8);
+  assert_int_equal (PB_EVENT_BLOCK_STARTED, 12);
 }
 
 static void

@@ -261,6 +261,7 @@ test_stage_names (void **state)
   assert_string_equal (pb_stage_to_string (PB_STAGE_CONNECT), "connect");
   assert_string_equal (pb_stage_to_string (PB_STAGE_RCPT_TO), "rcpt-to");
   assert_string_equal (pb_stage_to_string (PB_STAGE_DELIVERY_RESULT), "delivery-result");
+  assert_string_equal (pb_stage_to_string (PB_STAGE_RCPT_ADDRESS), "rcpt-address");
   assert_string_equal (pb_stage_to_string (PB_STAGE_LAST), "unknown");
   assert_string_equal (pb_event_to_string (PB_EVENT_AUTH_FAILED), "auth-failed");
 }
