@@ -139,7 +139,7 @@ bounce_committed (const char *queue_id, const GError *error, gpointer data)
       pb_log_session ("pillarbox", G_LOG_LEVEL_INFO, NULL, bc->b->queue_id, "bounce to <%s> queued as %s",
                       bc->b->sender, queue_id);
       if (bc->remote && bc->b->gen->queue != NULL)
-        pb_queue_kick (bc->b->gen->queue);
+        pb_queue_kick_new (bc->b->gen->queue);
     }
   bounce_free (bc->b);
   g_free (bc);

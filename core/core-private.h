@@ -263,6 +263,8 @@ PB_PRIVATE void pb_queue_stop (PbQueue *queue);
 PB_PRIVATE void pb_queue_free (PbQueue *queue);
 /* New remote mail or a retry request: scan soon. */
 PB_PRIVATE void pb_queue_kick (PbQueue *queue);
+/* New mail was committed: reads only the entries added since the last scan. */
+PB_PRIVATE void pb_queue_kick_new (PbQueue *queue);
 /* Fires the connection NAME, or the default connections when NAME is NULL. */
 PB_PRIVATE void pb_queue_fire (PbQueue *queue, const char *name);
 PB_PRIVATE gint64 pb_queue_connection_next (PbQueue *queue, const char *name);

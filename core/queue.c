@@ -93,13 +93,22 @@ ready_free (gpointer p)
   g_queue_free_full (p, group_free);
 }
 
+/* A full scan reads every due entry and replaces the waiting lists; a scan
+ * of new entries reads only those added since the greatest id read so far
+ * (what a commit announced) and adds to them, so a busy queue is not read
+ * whole for every burst of new mail. */
+typedef enum { SCAN_NONE, SCAN_NEW, SCAN_FULL } ScanKind;
+
 struct _PbQueue {
   PbGeneration *gen;          /* not a reference: the generation owns the manager */
   GPtrArray *connections;     /* Connection * */
   guint scan_timer;
   guint kick_idle;
   gboolean scanning;
-  gboolean rescan;
+  ScanKind scan_kind;         /* of the scan in progress */
+  ScanKind rescan_kind;       /* asked for while it ran */
+  ScanKind kick_kind;         /* asked for by the pending kick */
+  guint64 last_id;            /* the greatest entry id any scan read */
   gboolean stopped;
   gboolean warned_no_transport;
   guint64 scan_number;        /* of the scan in progress (see in_flight) */
@@ -232,6 +241,7 @@ typedef struct {
 
 static void queue_start_attempt (PbQueue *q, Connection *c, GPtrArray *group);
 static void queue_scan (PbQueue *q);
+static void queue_kick (PbQueue *q, ScanKind kind);
 
 /* When C's transport can next take mail for DOMAIN (real µs), or 0 for now. */
 static gint64
@@ -493,7 +503,10 @@ delivery_done (PbDelivery *d, gpointer data)
         reply = g_strdup_printf ("%u%s%s%s%s", r->code, r->enhanced != NULL ? " " : "",
                                  r->enhanced != NULL ? r->enhanced : "", r->text != NULL ? " " : "",
                                  r->text != NULL ? r->text : "");
-      if (!(r->code >= 400 && r->code < 500 && r->retry_at > 0))
+      /* History is for mail still in the queue: a delivered entry keeps its
+       * reply as the last one, and its message usually leaves the queue with
+       * it; a cap's hold was no attempt. */
+      if (r->code >= 300 && !(r->code < 500 && r->retry_at > 0))
         record (gen, "queue.attempt", g_variant_new ("(txss)", e->id, now, a->transport->name, reply));
 
       if (r->code >= 200 && r->code < 300)
@@ -548,11 +561,12 @@ delivery_done (PbDelivery *d, gpointer data)
           notify_result (gen, e, a->transport->name, "deferred", reply);
         }
     }
-  /* When the last scan left nothing waiting for this destination, the next
-   * one (soon) picks what is due now; otherwise attempt_free starts the next. */
+  /* When nothing read so far waits for this destination, a scan of new
+   * entries (soon) picks what arrived meanwhile; otherwise attempt_free starts
+   * the next. Retries come back through the wake-ups' full scans. */
   if (a->queue != NULL && !a->queue->stopped && gen == pb_generation_get_current ()
       && !g_hash_table_contains (a->queue->ready, a->busy_key))
-    pb_queue_kick (a->queue);
+    queue_kick (a->queue, SCAN_NEW);
   attempt_free (a);
 }
 
@@ -668,14 +682,16 @@ queue_due_done (GVariant *result, const GError *error, gpointer data)
   gint64 now = now_unix ();
   GVariantIter it;
 
+  gboolean full = q->scan_kind == SCAN_FULL;
+
   q->scanning = FALSE;
   if (q->stopped)
     return;
-  if (q->rescan)
+  if (q->rescan_kind != SCAN_NONE)
     {
       /* A kick came while this scan ran: what it announced may be missing here. */
-      q->rescan = FALSE;
-      pb_queue_kick (q);
+      queue_kick (q, q->rescan_kind);
+      q->rescan_kind = SCAN_NONE;
     }
   release_recorded (q->scan_number);
   if (error != NULL)
@@ -694,6 +710,7 @@ queue_due_done (GVariant *result, const GError *error, gpointer data)
                                 &notify, &orcpt, &ret, &envid))
       {
         Entry *e;
+        q->last_id = MAX (q->last_id, id);
         if (g_hash_table_contains (in_flight, &id))
           continue;   /* being delivered, or recorded after this scan was issued */
         e = g_new0 (Entry, 1);
@@ -748,8 +765,10 @@ queue_due_done (GVariant *result, const GError *error, gpointer data)
         }
     }
 
-  /* This scan's view replaces the last one's: what waits is read afresh. */
-  g_hash_table_remove_all (q->ready);
+  /* A full scan's view replaces the last one's: what waits is read afresh.
+   * New entries join the end of what already waits. */
+  if (full)
+    g_hash_table_remove_all (q->ready);
   for (guint i = 0; i < order->len; i++)
     {
       Group *group = g_ptr_array_index (order, i);
@@ -781,35 +800,66 @@ queue_due_done (GVariant *result, const GError *error, gpointer data)
 }
 
 static void
-queue_scan (PbQueue *q)
+queue_scan_kind (PbQueue *q, ScanKind kind)
 {
   if (q->scanning || q->stopped)
     {
-      q->rescan = TRUE;
+      q->rescan_kind = MAX (q->rescan_kind, kind);
       return;
     }
   q->scanning = TRUE;
+  q->scan_kind = kind;
   q->scan_number = ++scans_issued;
-  pb_store_request_gen (q->gen, "queue.due", g_variant_new ("(xu)", now_unix (), (guint32) QUEUE_SCAN_LIMIT),
-                        queue_due_done, q);
+  if (kind == SCAN_NEW && q->last_id > 0)
+    pb_store_request_gen (q->gen, "queue.due-after",
+                          g_variant_new ("(xut)", now_unix (), (guint32) QUEUE_SCAN_LIMIT, q->last_id), queue_due_done, q);
+  else
+    {
+      q->scan_kind = SCAN_FULL;
+      pb_store_request_gen (q->gen, "queue.due", g_variant_new ("(xu)", now_unix (), (guint32) QUEUE_SCAN_LIMIT),
+                            queue_due_done, q);
+    }
+}
+
+static void
+queue_scan (PbQueue *q)
+{
+  queue_scan_kind (q, SCAN_FULL);
 }
 
 static gboolean
 queue_kick_idle (gpointer data)
 {
   PbQueue *q = data;
+  ScanKind kind = q->kick_kind;
+
   q->kick_idle = 0;
-  queue_scan (q);
+  q->kick_kind = SCAN_NONE;
+  queue_scan_kind (q, kind);
   return G_SOURCE_REMOVE;
+}
+
+static void
+queue_kick (PbQueue *q, ScanKind kind)
+{
+  if (q == NULL || q->stopped)
+    return;
+  q->kick_kind = MAX (q->kick_kind, kind);
+  /* A short timer coalesces the kicks of a burst of commits into one scan. */
+  if (q->kick_idle == 0)
+    q->kick_idle = g_timeout_add (50, queue_kick_idle, q);
 }
 
 void
 pb_queue_kick (PbQueue *q)
 {
-  if (q == NULL || q->stopped || q->kick_idle != 0)
-    return;
-  /* An idle coalesces the kicks of a burst of commits into one scan. */
-  q->kick_idle = g_timeout_add (50, queue_kick_idle, q);
+  queue_kick (q, SCAN_FULL);
+}
+
+void
+pb_queue_kick_new (PbQueue *q)
+{
+  queue_kick (q, SCAN_NEW);
 }
 
 static gboolean

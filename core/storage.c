@@ -140,7 +140,7 @@ store_commit_done (const char *queue_id, const GError *error, gpointer data)
     {
       PbGeneration *current = pb_generation_get_current ();
       if (current != NULL && current->queue != NULL)
-        pb_queue_kick (current->queue);
+        pb_queue_kick_new (current->queue);
     }
   store_message_free (call->msg);
   g_free (call);

@@ -13,26 +13,32 @@ col_text (SqStmt *stmt, int i)
 }
 
 /* queue.due (xu) -> a(tsssxuxssss): pending and deferred entries due by NOW, oldest message first. */
+/* Due entries (of id > AFTER, when AFTER is not 0): the oldest first. */
 static gboolean
-sq_op_queue_due (SqStore *store, GVariant *args, GVariant **result, GError **error)
+sq_queue_due (SqStore *store, gint64 now, guint32 limit, guint64 after, GVariant **result, GError **error)
 {
   SqDb *db = store->db;
-  gint64 now;
-  guint32 limit;
   GVariantBuilder b;
   gboolean row, ok;
   SqStmt *stmt = sq_db_prepare (db,
-                                "SELECT q.id, m.queue_id, m.sender, q.recipient, m.size, q.attempts, m.received,"
-                                " q.dsn_notify, q.dsn_orcpt, m.dsn_ret, m.dsn_envid"
-                                " FROM queue q JOIN messages m ON m.id = q.message_id"
-                                " WHERE q.state IN ('pending', 'deferred') AND q.next_attempt <= ?1"
-                                " AND m.state = 'committed' ORDER BY m.received, q.id LIMIT ?2",
+                                after == 0
+                                  ? "SELECT q.id, m.queue_id, m.sender, q.recipient, m.size, q.attempts, m.received,"
+                                    " q.dsn_notify, q.dsn_orcpt, m.dsn_ret, m.dsn_envid"
+                                    " FROM queue q JOIN messages m ON m.id = q.message_id"
+                                    " WHERE q.state IN ('pending', 'deferred') AND q.next_attempt <= ?1"
+                                    " AND m.state = 'committed' ORDER BY m.received, q.id LIMIT ?2"
+                                  : "SELECT q.id, m.queue_id, m.sender, q.recipient, m.size, q.attempts, m.received,"
+                                    " q.dsn_notify, q.dsn_orcpt, m.dsn_ret, m.dsn_envid"
+                                    " FROM queue q JOIN messages m ON m.id = q.message_id"
+                                    " WHERE q.id > ?3 AND q.state IN ('pending', 'deferred') AND q.next_attempt <= ?1"
+                                    " AND m.state = 'committed' ORDER BY q.id LIMIT ?2",
                                 error);
   if (stmt == NULL)
     return FALSE;
-  g_variant_get (args, "(xu)", &now, &limit);
   sqlite3_bind_int64 (stmt, 1, now);
   sqlite3_bind_int64 (stmt, 2, limit);
+  if (after != 0)
+    sqlite3_bind_int64 (stmt, 3, (gint64) after);
   g_variant_builder_init (&b, G_VARIANT_TYPE ("a(tsssxuxssss)"));
   while ((ok = sq_db_step (db, stmt, &row, error)) && row)
     g_variant_builder_add (&b, "(tsssxuxssss)", (guint64) sqlite3_column_int64 (stmt, 0), col_text (stmt, 1),
@@ -47,6 +53,29 @@ sq_op_queue_due (SqStore *store, GVariant *args, GVariant **result, GError **err
     }
   *result = g_variant_builder_end (&b);
   return TRUE;
+}
+
+/* queue.due (xu): now, limit. */
+static gboolean
+sq_op_queue_due (SqStore *store, GVariant *args, GVariant **result, GError **error)
+{
+  gint64 now;
+  guint32 limit;
+
+  g_variant_get (args, "(xu)", &now, &limit);
+  return sq_queue_due (store, now, limit, 0, result, error);
+}
+
+/* queue.due-after (xut): now, limit, and only entries added after entry AFTER. */
+static gboolean
+sq_op_queue_due_after (SqStore *store, GVariant *args, GVariant **result, GError **error)
+{
+  gint64 now;
+  guint32 limit;
+  guint64 after;
+
+  g_variant_get (args, "(xut)", &now, &limit, &after);
+  return sq_queue_due (store, now, limit, MAX (after, 1), result, error);
 }
 
 /* The message an entry belongs to, or -1. */
@@ -330,6 +359,7 @@ sq_op_queue_warn (SqStore *store, GVariant *args, GVariant **result, GError **er
 
 const SqOp sq_queue_ops[] = {
   { "queue.due", "(xu)", FALSE, sq_op_queue_due },
+  { "queue.due-after", "(xut)", FALSE, sq_op_queue_due_after },
   { "queue.result", "(tsusx)", TRUE, sq_op_queue_result },
   { "queue.attempt", "(txss)", TRUE, sq_op_queue_attempt },
   { "queue.get", "(s)", FALSE, sq_op_queue_get },

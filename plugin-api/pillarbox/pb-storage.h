@@ -358,6 +358,9 @@ PB_API void pb_store_message_read (PbModule *module, const char *message_id, gin
  *   recipient, size, attempts, queued at (unix), DSN notify, DSN orcpt, DSN ret,
  *   DSN envid: pending and deferred entries whose next attempt is due, oldest
  *   message first
+ * - `queue.due-after` `(xut)` now, limit, entry id → as `queue.due`, only entries
+ *   with a greater id (added since), in id order: the queue manager reads what
+ *   new mail brought without reading the whole queue again (ABI 1.1)
  * - `queue.result` `(tsusx)` entry id, new state, attempts, last reply, next attempt
  *   (unix, for "deferred") → nothing; a message whose entries are all final and
  *   that no mailbox entry references is deleted
