@@ -404,11 +404,6 @@ record_result (PbGeneration *gen, const Entry *e, GVariant *args)
   pb_store_request_gen (gen, "queue.result", args, result_recorded, g_memdup2 (&e->id, sizeof e->id));
 }
 
-static void
-result_notified (PbPolicyRequest *req, const PbVerdict *verdict, gpointer data)
-{
-}
-
 /* Tells delivery-result hooks (metrics, logs of other modules) how one
  * recipient's attempt ended: "delivered", "bounced", "expired" or "deferred". */
 static void
@@ -429,7 +424,7 @@ notify_result (PbGeneration *gen, const Entry *e, const char *transport, const c
   code = g_strndup (reply, strspn (reply, "0123456789"));
   pb_policy_request_set_field (req, "result-code", code);
   pb_policy_request_set_field (req, "result-text", reply);
-  pb_policy_request_run (req, result_notified, NULL);
+  pb_policy_request_run (req, NULL, NULL);
   pb_policy_request_unref (req);
 }
 

@@ -10,19 +10,11 @@ import threading
 TIMEOUT = 20.0
 
 
-class ScriptedPop3:
-    """A small POP3 server (RFC 1939) over a list of messages (bytes with CRLF line ends).
+class Listener:
+    """A loopback listening socket served by a thread, which hands each connection to
+    self._accepted(); close() stops it within a fraction of a second."""
 
-    quirks: "close-on-empty-list" closes the connection on UIDL/LIST of an empty maildrop
-    (VPOP3's old behaviour, socket error 10503); "no-uidl" answers UIDL with -ERR."""
-
-    def __init__(self, messages=(), user="alice", password="secret", apop=True, quirks=()):
-        self.messages = list(messages)
-        self.deleted_total = []
-        self.user, self.password = user, password
-        self.apop, self.quirks = apop, set(quirks)
-        self.stamp = "<4711.1234567890@scripted.test>"
-        self.commands = []
+    def __init__(self):
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("127.0.0.1", 0))
@@ -44,13 +36,33 @@ class ScriptedPop3:
                 conn, _ = self.sock.accept()
             except socket.timeout:
                 continue
-            conn.settimeout(TIMEOUT)
-            try:
-                self._session(conn)
-            except (OSError, ValueError):
-                pass
-            finally:
-                conn.close()
+            self._accepted(conn)
+
+
+class ScriptedPop3(Listener):
+    """A small POP3 server (RFC 1939) over a list of messages (bytes with CRLF line ends).
+
+    quirks: "close-on-empty-list" closes the connection on UIDL/LIST of an empty maildrop
+    (VPOP3's old behaviour, socket error 10503); "no-uidl" answers UIDL with -ERR."""
+
+    def __init__(self, messages=(), user="alice", password="secret", apop=True, quirks=()):
+        self.messages = list(messages)
+        self.deleted_total = []
+        self.user, self.password = user, password
+        self.apop, self.quirks = apop, set(quirks)
+        self.stamp = "<4711.1234567890@scripted.test>"
+        self.commands = []
+        super().__init__()
+
+    def _accepted(self, conn):
+        # One session at a time, as an ISP's old POP3 server would.
+        conn.settimeout(TIMEOUT)
+        try:
+            self._session(conn)
+        except (OSError, ValueError):
+            pass
+        finally:
+            conn.close()
 
     def _session(self, conn):
         f = conn.makefile("rb")
@@ -113,7 +125,7 @@ class ScriptedPop3:
                 send("-ERR unknown")
 
 
-class CutProxy:
+class CutProxy(Listener):
     """Forwards 127.0.0.1:port to UPSTREAM; with cut_on = N, the connection is cut CUT_AFTER
     octets into the answer to the Nth RETR (once; later connections pass untouched)."""
 
@@ -121,28 +133,10 @@ class CutProxy:
         self.upstream = upstream_port
         self.cut_on, self.cut_after = cut_on, cut_after
         self.cut_done = False
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(8)
-        self.sock.settimeout(0.2)
-        self.port = self.sock.getsockname()[1]
-        self.stopping = False
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
+        super().__init__()
 
-    def close(self):
-        self.stopping = True
-        self.thread.join(5)
-        self.sock.close()
-
-    def _serve(self):
-        while not self.stopping:
-            try:
-                client, _ = self.sock.accept()
-            except socket.timeout:
-                continue
-            threading.Thread(target=self._pair, args=(client,), daemon=True).start()
+    def _accepted(self, client):
+        threading.Thread(target=self._pair, args=(client,), daemon=True).start()
 
     def _pair(self, client):
         server = socket.create_connection(("127.0.0.1", self.upstream), timeout=TIMEOUT)

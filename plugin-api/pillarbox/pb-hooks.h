@@ -306,8 +306,9 @@ PB_API PbPolicyRequest *pb_policy_request_new (PbSession *session, PbStage stage
 /**
  * pb_policy_request_run:
  * @request: a request
- * @done: called once with the outcome, never from inside this call
- *   when a handler defers, possibly from inside it otherwise
+ * @done: (nullable): called once with the outcome, never from inside this call
+ *   when a handler defers, possibly from inside it otherwise; %NULL (since
+ *   ABI 1.1) for a notification nobody waits for
  * @user_data: passed to @done
  *
  * Runs the stage's handlers. Cheap when no module hooks the stage.
