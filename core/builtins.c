@@ -3,6 +3,7 @@
 #include "config.h"
 #include "core-private.h"
 
+#include <stdio.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -97,6 +98,20 @@ listeners_variant (PbGeneration *gen, GString *text)
   return g_variant_builder_end (&b);
 }
 
+/* The daemon's resident set, from /proc/self/statm (pages); 0 where there
+ * is no procfs. Read per status request: one small read from the kernel. */
+static guint64
+resident_bytes (void)
+{
+  g_autofree char *statm = NULL;
+  unsigned long long size = 0, resident = 0;
+
+  if (!g_file_get_contents ("/proc/self/statm", &statm, NULL, NULL)
+      || sscanf (statm, "%llu %llu", &size, &resident) != 2)
+    return 0;
+  return (guint64) resident * (guint64) sysconf (_SC_PAGESIZE);
+}
+
 static void
 status_reply (PbControlRequest *req, PbGeneration *gen, GVariant *queue_list)
 {
@@ -112,6 +127,7 @@ status_reply (PbControlRequest *req, PbGeneration *gen, GVariant *queue_list)
   GVariant *listeners = listeners_variant (gen, lis);
   g_autoptr (GDateTime) loaded_at = g_date_time_new_from_unix_local (gen->loaded_at / G_USEC_PER_SEC);
   g_autofree char *loaded = loaded_at != NULL ? g_date_time_format (loaded_at, "%Y-%m-%d %H:%M:%S") : NULL;
+  guint64 rss = resident_bytes ();
 
   g_variant_builder_init (&b, G_VARIANT_TYPE ("a{sv}"));
   g_variant_builder_add (&b, "{sv}", "version", g_variant_new_string (PACKAGE_VERSION));
@@ -131,6 +147,8 @@ status_reply (PbControlRequest *req, PbGeneration *gen, GVariant *queue_list)
   g_variant_builder_add (&b, "{sv}", "modules", modules);
   g_variant_builder_add (&b, "{sv}", "listeners", listeners);
   g_variant_builder_add (&b, "{sv}", "storage_commit_latency", pb_store_commit_latency_variant ());
+  g_variant_builder_add (&b, "{sv}", "loop_sources", g_variant_new_uint32 (pb_sources_live ()));
+  g_variant_builder_add (&b, "{sv}", "rss_bytes", g_variant_new_uint64 (rss));
 
   g_string_append_printf (text, "pillarboxd %s (plugin ABI %s), pid %d, up %s\n", PACKAGE_VERSION, abi,
                           (int) getpid (), up);
@@ -139,6 +157,8 @@ status_reply (PbControlRequest *req, PbGeneration *gen, GVariant *queue_list)
                           loaded != NULL ? loaded : "?");
   g_string_append_printf (text, "state:       %s\n", gen->state_dir);
   g_string_append_printf (text, "sessions:    %u\n", pb_sessions_count ());
+  g_string_append_printf (text, "process:     %u loop sources, %.1f MiB resident\n", pb_sources_live (),
+                          rss / (1024.0 * 1024.0));
   g_string_append_printf (text, "storage:     %s\n", gen->storage_module != NULL ? gen->storage.name : "none configured");
   g_string_append_printf (text, "TLS:         %s\n", tls);
   g_string_append_printf (text, "modules (%u):\n%s", gen->modules->len, gen->modules->len > 0 ? mods->str : "  none\n");

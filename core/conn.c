@@ -1116,7 +1116,7 @@ conn_new (int fd, gboolean server)
   conn->source = (ConnSource *) source;
   conn->fd_tag = g_source_add_unix_fd (source, fd, G_IO_IN);
   conn->events = G_IO_IN;
-  g_source_attach (source, g_main_context_get_thread_default ());
+  pb_source_attach (source, g_main_context_get_thread_default ());
   return conn;
 }
 

@@ -139,8 +139,8 @@ connect_try_next (Connect *c)
       if (connect (c->fd, (struct sockaddr *) &ss, (socklen_t) len) == 0 || errno == EINPROGRESS)
         {
           /* Even an immediate success is reported from the loop. */
-          c->watch = g_unix_fd_add (c->fd, G_IO_OUT, connect_ready, c);
-          c->timer = g_timeout_add (c->timeout_ms, connect_timed_out, c);
+          c->watch = pb_unix_fd_add (c->fd, G_IO_OUT, connect_ready, c);
+          c->timer = pb_timeout_add (c->timeout_ms, connect_timed_out, c);
           return;
         }
       g_clear_error (&c->last_error);
@@ -216,7 +216,7 @@ connect_cancelled (GCancellable *cancellable, gpointer data)
   c->fd = -1;
   if (c->idle != 0)
     g_source_remove (c->idle);
-  c->idle = g_idle_add (connect_start_idle, c);
+  c->idle = pb_idle_add (connect_start_idle, c);
 }
 
 static void
@@ -250,7 +250,7 @@ pb_conn_connect (PbModule *module, const char *host, guint16 port, guint timeout
   if (literal != NULL)
     {
       g_ptr_array_add (c->addresses, literal);
-      c->idle = g_idle_add (connect_start_idle, c);
+      c->idle = pb_idle_add (connect_start_idle, c);
       connect_watch_cancellable (c);
       return;
     }

@@ -573,9 +573,7 @@ conn_close (ControlConn *conn)
     return;
   conn->closed = TRUE;
   conn_detach_request (conn);
-  g_source_destroy (conn->source);
-  g_source_unref (conn->source);
-  conn->source = NULL;
+  pb_source_clear (&conn->source);
   close (conn->fd);
   conn->fd = -1;
   if (server != NULL)
@@ -953,7 +951,7 @@ conn_new (PbControlServer *server, int fd)
   ((ConnSource *) conn->source)->conn = conn;
   g_source_set_static_name (conn->source, "pillarbox control connection");
   conn->fd_tag = g_source_add_unix_fd (conn->source, fd, G_IO_IN | G_IO_HUP | G_IO_ERR);
-  g_source_attach (conn->source, server->context);
+  pb_source_attach (conn->source, server->context);
   g_queue_push_tail (&server->conns, conn);
   g_debug ("control: connection %u opened", conn->id);
 }
@@ -979,7 +977,7 @@ control_watch_accept (PbControlServer *server)
   server->accept_source = g_unix_fd_source_new (server->fd, G_IO_IN);
   g_source_set_callback (server->accept_source, G_SOURCE_FUNC (control_accept_cb), server, NULL);
   g_source_set_static_name (server->accept_source, "pillarbox control accept");
-  g_source_attach (server->accept_source, server->context);
+  pb_source_attach (server->accept_source, server->context);
 }
 
 static gboolean
@@ -1016,7 +1014,7 @@ control_accept_cb (int fd, GIOCondition condition, gpointer user_data)
               g_clear_pointer (&server->accept_source, g_source_unref);
               server->resume_source = g_timeout_source_new (CONTROL_ACCEPT_PAUSE_MS);
               g_source_set_callback (server->resume_source, control_resume_accept, server, NULL);
-              g_source_attach (server->resume_source, server->context);
+              pb_source_attach (server->resume_source, server->context);
               return G_SOURCE_REMOVE;
             }
           break;
@@ -1309,16 +1307,8 @@ pb_control_server_free (PbControlServer *server)
   if (server == NULL)
     return;
 
-  if (server->accept_source != NULL)
-    {
-      g_source_destroy (server->accept_source);
-      g_clear_pointer (&server->accept_source, g_source_unref);
-    }
-  if (server->resume_source != NULL)
-    {
-      g_source_destroy (server->resume_source);
-      g_clear_pointer (&server->resume_source, g_source_unref);
-    }
+  pb_source_clear (&server->accept_source);
+  pb_source_clear (&server->resume_source);
 
   while (server->conns.length > 0)
     {

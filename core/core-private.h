@@ -3,6 +3,7 @@
 #ifndef PILLARBOX_CORE_PRIVATE_H
 #define PILLARBOX_CORE_PRIVATE_H
 
+#include <glib-unix.h>
 #include <ltdl.h>
 
 #include "pb-private.h"
@@ -301,6 +302,11 @@ PB_PRIVATE void pb_builtins_set_start_time (gint64 real_time);
 PB_PRIVATE const char *pb_intern (const char *s);
 /* The syslog priority digit for a GLib level, for the PRIORITY field. */
 PB_PRIVATE const char *pb_log_priority (GLogLevelFlags level);
+
+/* ---- loop.c: the core's own kinds of source, counted like pb-loop.h's ---- */
+
+PB_PRIVATE guint pb_unix_fd_add (int fd, GIOCondition condition, GUnixFDSourceFunc func, gpointer data);
+PB_PRIVATE guint pb_unix_signal_add (int signum, GSourceFunc func, gpointer data);
 
 G_END_DECLS
 

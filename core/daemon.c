@@ -196,7 +196,7 @@ daemon_reload (char **errors)
   /* The old generation lives on while its sessions do; drop our reference
    * from an idle so a control command of the old generation can return first. */
   if (old != NULL)
-    g_idle_add (daemon_unref_later, old);
+    pb_idle_add (daemon_unref_later, old);
   daemon_notify ("READY=1");
   return TRUE;
 }
@@ -252,7 +252,7 @@ on_terminate (gpointer data)
   pb_generation_close_listeners (gen);
   pb_sessions_shutdown (FALSE);
   d->shutdown_deadline = g_get_monotonic_time () + gen->core->shutdown_timeout * 1000;
-  d->drain_source = g_timeout_add (20, drain_check, d);
+  d->drain_source = pb_timeout_add (20, drain_check, d);
   return G_SOURCE_CONTINUE;
 }
 
@@ -684,9 +684,9 @@ pb_daemon_main (int argc, char **argv)
       report_ready (d, FALSE);
       return 1;
     }
-  g_unix_signal_add (SIGHUP, on_sighup, d);
-  g_unix_signal_add (SIGTERM, on_terminate, d);
-  g_unix_signal_add (SIGINT, on_terminate, d);
+  pb_unix_signal_add (SIGHUP, on_sighup, d);
+  pb_unix_signal_add (SIGTERM, on_terminate, d);
+  pb_unix_signal_add (SIGINT, on_terminate, d);
   daemon_notify ("READY=1");
   report_ready (d, TRUE);
 

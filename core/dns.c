@@ -283,7 +283,7 @@ lookup_fail (const char *name, guint rrtype, GCancellable *cancellable, const ch
   f->rrtype = rrtype;
   f->error = g_strdup (error);
   f->cancellable = cancellable != NULL ? g_object_ref (cancellable) : NULL;
-  g_idle_add (lookup_fail_later, f);
+  pb_idle_add (lookup_fail_later, f);
 }
 
 void
@@ -314,7 +314,7 @@ pb_resolver_lookup (PbResolver *resolver, const char *name, guint rrtype, GCance
     }
   g_hash_table_insert (resolver->lookups, GINT_TO_POINTER (l->id), l);
   if (resolver->watch == 0)
-    resolver->watch = g_unix_fd_add (ub_fd (resolver->ctx), G_IO_IN, resolver_readable, resolver);
+    resolver->watch = pb_unix_fd_add (ub_fd (resolver->ctx), G_IO_IN, resolver_readable, resolver);
   if (cancellable != NULL)
     {
       l->cancellable = g_object_ref (cancellable);

@@ -195,7 +195,7 @@ pb_policy_request_unref (PbPolicyRequest *request)
 {
   if (request == NULL || --request->ref > 0)
     return;
-  g_clear_pointer (&request->timeout, g_source_destroy);
+  pb_source_clear (&request->timeout);
   if (request->session_cancel_id != 0)
     g_cancellable_disconnect (request->session->cancellable, request->session_cancel_id);
   g_object_unref (request->cancellable);
@@ -317,7 +317,7 @@ request_finish (PbPolicyRequest *req)
   req->finished = TRUE;
   req->running = FALSE;
   req->current = NULL;
-  g_clear_pointer (&req->timeout, g_source_destroy);
+  pb_source_clear (&req->timeout);
 
   verdict.struct_size = sizeof verdict;
   verdict.kind = req->kind;
@@ -439,8 +439,8 @@ request_timed_out (gpointer data)
 {
   PbPolicyRequest *req = data;
 
-  g_source_unref (req->timeout);
-  req->timeout = NULL;
+  /* Returning G_SOURCE_REMOVE destroys it; the kept reference goes here. */
+  g_clear_pointer (&req->timeout, g_source_unref);
   request_fail_temporarily (req, "did not answer in time (core.hook-timeout)");
   return G_SOURCE_REMOVE;
 }
@@ -468,7 +468,7 @@ request_session_ended (GCancellable *session_cancellable, gpointer data)
   if (req->finished)
     return;
   g_cancellable_cancel (req->cancellable);
-  g_idle_add_full (G_PRIORITY_DEFAULT, request_end_for_session, pb_policy_request_ref (req),
+  pb_idle_add_full (G_PRIORITY_DEFAULT, request_end_for_session, pb_policy_request_ref (req),
                    (GDestroyNotify) pb_policy_request_unref);
 }
 
@@ -487,7 +487,7 @@ pb_policy_request_run (PbPolicyRequest *request, PbPolicyDoneFunc done, gpointer
     {
       request->timeout = g_timeout_source_new (request->gen->core->hook_timeout);
       g_source_set_callback (request->timeout, request_timed_out, request, NULL);
-      g_source_attach (request->timeout, NULL);
+      pb_source_attach (request->timeout, NULL);
       if (request->session != NULL)
         request->session_cancel_id = g_cancellable_connect (request->session->cancellable,
                                                             G_CALLBACK (request_session_ended), request, NULL);

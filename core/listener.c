@@ -154,12 +154,7 @@ pb_bound_socket_ref (PbBoundSocket *sock)
 static void
 bound_socket_stop (PbBoundSocket *sock)
 {
-  if (sock->source != NULL)
-    {
-      g_source_destroy (sock->source);
-      g_source_unref (sock->source);
-      sock->source = NULL;
-    }
+  pb_source_clear (&sock->source);
 }
 
 void
@@ -180,7 +175,7 @@ bound_socket_watch (PbBoundSocket *sock)
 {
   sock->source = g_unix_fd_source_new (sock->fd, G_IO_IN);
   g_source_set_callback (sock->source, (GSourceFunc) (void (*) (void)) bound_socket_ready, sock, NULL);
-  g_source_attach (sock->source, NULL);
+  pb_source_attach (sock->source, NULL);
 }
 
 void
@@ -301,7 +296,7 @@ bound_socket_ready (gint fd, GIOCondition cond, gpointer data)
                          ACCEPT_PAUSE_MS);
               g_source_unref (sock->source);
               sock->source = NULL;
-              g_timeout_add (ACCEPT_PAUSE_MS, bound_socket_resume, pb_bound_socket_ref (sock));
+              pb_timeout_add (ACCEPT_PAUSE_MS, bound_socket_resume, pb_bound_socket_ref (sock));
               return G_SOURCE_REMOVE;
             }
           g_warning ("listener %s: accept failed: %s", sock->endpoint, g_strerror (errno));

@@ -6,6 +6,7 @@ core_libpillarbox_la_SOURCES = \
 	core/pb-private.h \
 	core/core-private.h \
 	core/util.c \
+	core/loop.c \
 	core/conf.c \
 	core/conf.h \
 	core/settings.c \

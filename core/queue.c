@@ -285,7 +285,7 @@ queue_wake_arm (PbQueue *q)
   if (q->wakeups->len == 0 || q->stopped)
     return;
   delay_ms = (g_array_index (q->wakeups, gint64, 0) - g_get_real_time () + 999) / 1000;
-  q->wake_timer = g_timeout_add ((guint) CLAMP (delay_ms, 1, G_MAXINT), queue_wake_done, q);
+  q->wake_timer = pb_timeout_add ((guint) CLAMP (delay_ms, 1, G_MAXINT), queue_wake_done, q);
 }
 
 /* Rescans at AT (real µs): mail a transport cannot take yet, or a retry that
@@ -842,7 +842,7 @@ queue_kick (PbQueue *q, ScanKind kind)
   q->kick_kind = MAX (q->kick_kind, kind);
   /* A short timer coalesces the kicks of a burst of commits into one scan. */
   if (q->kick_idle == 0)
-    q->kick_idle = g_timeout_add (50, queue_kick_idle, q);
+    q->kick_idle = pb_timeout_add (50, queue_kick_idle, q);
 }
 
 void
@@ -911,7 +911,7 @@ pb_queue_fire (PbQueue *q, const char *name)
           c->firing = TRUE;
           if (c->unfire_timer != 0)
             g_source_remove (c->unfire_timer);
-          c->unfire_timer = g_timeout_add_seconds (60, connection_unfire, c);
+          c->unfire_timer = pb_timeout_add_seconds (60, connection_unfire, c);
           queue_scan (q);
         }
       for (guint k = 0; c->config->collectors[k] != NULL; k++)
@@ -955,7 +955,7 @@ connection_arm (PbQueue *q, Connection *c)
 
   if (c->timer != 0)
     g_source_remove (c->timer);
-  c->timer = next > 0 ? g_timeout_add_seconds ((guint) MAX (next - now, 1), connection_timer, c) : 0;
+  c->timer = next > 0 ? pb_timeout_add_seconds ((guint) MAX (next - now, 1), connection_timer, c) : 0;
 }
 
 gint64
@@ -1037,7 +1037,7 @@ pb_queue_start (PbQueue *q)
 {
   for (guint i = 0; i < q->connections->len; i++)
     connection_arm (q, g_ptr_array_index (q->connections, i));
-  q->scan_timer = g_timeout_add_seconds ((guint) MAX (q->gen->core->queue_scan_interval / 1000, 1), queue_periodic, q);
+  q->scan_timer = pb_timeout_add_seconds ((guint) MAX (q->gen->core->queue_scan_interval / 1000, 1), queue_periodic, q);
   pb_queue_kick (q);
 }
 

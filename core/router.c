@@ -85,7 +85,7 @@ route_finish (RouteJob *job, PbRouteKind kind, guint code, const char *enhanced,
   job->code = code;
   job->enhanced = enhanced;
   job->text = text;
-  g_idle_add (route_deliver, job);
+  pb_idle_add (route_deliver, job);
 }
 
 /* Lower-cases the domain (RFC 5321 §2.4: local parts are case-sensitive in

@@ -15,7 +15,8 @@ pbinclude_HEADERS = \
 	plugin-api/pillarbox/pb-directory.h \
 	plugin-api/pillarbox/pb-dns.h \
 	plugin-api/pillarbox/pb-transport.h \
-	plugin-api/pillarbox/pb-log.h
+	plugin-api/pillarbox/pb-log.h \
+	plugin-api/pillarbox/pb-loop.h
 
 pkgconfigdir = $(libdir)/pkgconfig
 pkgconfig_DATA = plugin-api/pillarbox-plugin.pc

@@ -60,6 +60,8 @@ tests_unit_test_control_LDADD = $(UNIT_LDADD)
 
 # Every public header compiles alone as C99 and as C++; every public item is documented.
 TESTS += tests/unit/headers.sh tests/unit/check-abi-docs.py
+# Every main-loop source is attached through pb-loop.h (counted) and released whole.
+TESTS += tests/unit/check-sources.py
 
 # Fixture modules, several broken on purpose, for the loader's errors; the
 # policy fixture is built three times under three names to test hook order.
@@ -133,6 +135,7 @@ TESTS += $(INTEGRATION_TESTS)
 EXTRA_DIST += \
 	tests/unit/headers.sh \
 	tests/unit/check-abi-docs.py \
+	tests/unit/check-sources.py \
 	tests/dns-server.py \
 	tests/lsan.supp \
 	tests/integration/pbtest.py \

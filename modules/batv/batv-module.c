@@ -635,7 +635,7 @@ batv_start (PbModule *module, GError **error)
     }
   else
     b->saved = TRUE;
-  b->timer = g_timeout_add (BATV_TICK_MS, batv_tick, b);
+  b->timer = pb_timeout_add (BATV_TICK_MS, batv_tick, b);
   return TRUE;
 }
 

@@ -484,7 +484,7 @@ ids_start (PbModule *module, GError **error)
     if (blocks->len > 0)
       g_message ("ids: %u blocks loaded from %s", blocks->len, sstore_get_path (ids->store));
   }
-  ids->timer = g_timeout_add (IDS_SYNC_INTERVAL_MS, ids_tick, ids);
+  ids->timer = pb_timeout_add (IDS_SYNC_INTERVAL_MS, ids_tick, ids);
   return TRUE;
 }
 

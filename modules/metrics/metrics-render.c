@@ -217,7 +217,8 @@ metrics_render (MetricsState *st, GVariant *status, GVariant *sessions, GString 
   static const char *const result_domain[] = { "result", "domain" };
   const char *version = NULL;
   gint64 start = 0, uptime = 0;
-  guint32 generation = 0;
+  guint32 generation = 0, sources = 0;
+  guint64 rss = 0;
 
   metrics_expo_family (out, "pillarbox_sessions_total", METRICS_COUNTER,
                        "Sessions admitted (past the connect checks), by the service and name of the "
@@ -269,6 +270,15 @@ metrics_render (MetricsState *st, GVariant *status, GVariant *sessions, GString 
                        "counters start again from zero.");
   if (generation > 0)
     metrics_expo_sample (out, "pillarbox_config_generation", NULL, generation);
+  metrics_expo_family (out, "pillarbox_loop_sources", METRICS_GAUGE,
+                       "Sources (timers, idles, watches) attached to the daemon's loops and not yet freed; "
+                       "at rest it returns to the same value after any load, a number that grows is a leak.");
+  if (status != NULL && g_variant_lookup (status, "loop_sources", "u", &sources))
+    metrics_expo_sample (out, "pillarbox_loop_sources", NULL, sources);
+  metrics_expo_family (out, "process_resident_memory_bytes", METRICS_GAUGE,
+                       "pillarboxd's resident memory, in bytes.");
+  if (status != NULL && g_variant_lookup (status, "rss_bytes", "t", &rss) && rss > 0)
+    metrics_expo_sample (out, "process_resident_memory_bytes", NULL, (double) rss);
   metrics_expo_family (out, "pillarbox_build_info", METRICS_GAUGE, "Always 1; the version as a label.");
   if (version != NULL)
     {

@@ -439,7 +439,7 @@ mx_deliver (PbDelivery *delivery, gpointer user_data)
       MxDelivery *md = g_ptr_array_index (groups, g);
       g_hash_table_add (mx->deliveries, md);
       /* deliver() returns at once; the work starts from the loop. */
-      md->idle = g_idle_add (mx_later, md);
+      md->idle = pb_idle_add (mx_later, md);
     }
 }
 

@@ -679,7 +679,7 @@ rc_start (PbModule *module, GError **error)
   rc_counters_merge_text (rc->counters, text, rc->now (), NULL, &bad);
   if (bad > 0)
     g_warning ("rate-cap: %s: %u unreadable lines skipped", sstore_get_path (rc->store), bad);
-  rc->timer = g_timeout_add (RC_SYNC_INTERVAL_MS, rc_tick, rc);
+  rc->timer = pb_timeout_add (RC_SYNC_INTERVAL_MS, rc_tick, rc);
   return TRUE;
 }
 

@@ -146,7 +146,7 @@ relay_deliver (PbDelivery *delivery, gpointer user_data)
 
   if (groups->len == 0 || relay->client == NULL)
     {
-      rd->idle = g_idle_add (relay_empty_done, rd);
+      rd->idle = pb_idle_add (relay_empty_done, rd);
       return;
     }
   rd->pending = groups->len;

@@ -232,7 +232,7 @@ dest_release (Dest *d, SmtpcSession *s, const SmtpcTarget *t)
           IdleEntry *e = g_new0 (IdleEntry, 1);
           e->dest = d;
           e->s = s;
-          e->timer = g_timeout_add ((guint) MIN (t->reuse_time, (gint64) G_MAXUINT), idle_expired, e);
+          e->timer = pb_timeout_add ((guint) MIN (t->reuse_time, (gint64) G_MAXUINT), idle_expired, e);
           g_queue_push_tail (&d->idle, e);
           /* May report the session lost at once (and free the entry). */
           smtpc_session_watch_idle (s, idle_lost, e);
@@ -648,7 +648,7 @@ smtpc_client_deliver (SmtpcClient *client, PbDelivery *delivery, const guint *in
   job->done = done;
   job->done_data = user_data;
   g_hash_table_add (client->jobs, job);
-  job->start_idle = g_idle_add (job_start, job);
+  job->start_idle = pb_idle_add (job_start, job);
 }
 
 /* ---- the client ------------------------------------------------------------ */

@@ -309,7 +309,7 @@ session_arm_timer (SmtpcSession *s, Expect what, gint64 ms)
   session_stop_timer (s);
   s->timer_for = what;
   s->timer_ms = ms > 0 ? ms : 300000;
-  s->timer = g_timeout_add ((guint) MIN (s->timer_ms, (gint64) G_MAXUINT), session_timed_out, s);
+  s->timer = pb_timeout_add ((guint) MIN (s->timer_ms, (gint64) G_MAXUINT), session_timed_out, s);
 }
 
 static gint64
@@ -885,7 +885,7 @@ complete_from_idle (gpointer data)
 static void
 txn_complete_later (SmtpcSession *s)
 {
-  s->complete_idle = g_idle_add (complete_from_idle, smtpc_session_ref (s));
+  s->complete_idle = pb_idle_add (complete_from_idle, smtpc_session_ref (s));
 }
 
 void

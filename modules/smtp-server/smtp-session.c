@@ -173,7 +173,7 @@ wait_add (SmtpSession *s, int which)
       g_source_set_static_name (smtp->timer, "smtp-server timeouts");
       g_source_set_callback (smtp->timer, smtp_timer_fire, smtp, NULL);
       g_source_set_ready_time (smtp->timer, -1);
-      g_source_attach (smtp->timer, NULL);
+      pb_source_attach (smtp->timer, NULL);
     }
   current = g_source_get_ready_time (smtp->timer);
   if (current < 0 || s->deadline < current)
@@ -183,12 +183,7 @@ wait_add (SmtpSession *s, int which)
 void
 smtp_timer_stop (Smtp *smtp)
 {
-  if (smtp->timer != NULL)
-    {
-      g_source_destroy (smtp->timer);
-      g_source_unref (smtp->timer);
-      smtp->timer = NULL;
-    }
+  pb_source_clear (&smtp->timer);
 }
 
 /* ---- replies --------------------------------------------------------- */

@@ -194,7 +194,7 @@ ev_finish (SpfEval *ev)
   ev->finished = TRUE;
   ev_stop_lookup (ev);
   g_clear_handle_id (&ev->overall_timer, g_source_remove);
-  g_idle_add (ev_deliver, ev);
+  pb_idle_add (ev_deliver, ev);
 }
 
 /* temperror and permerror end the whole evaluation, whatever the depth (§4.4, §5.2). */
@@ -290,7 +290,7 @@ ev_lookup (SpfEval *ev, const char *name, guint rrtype, EvAnswerFunc cont)
   ev->lookup_name = spf_domain_truncate (name);
   ev->lookup_type = rrtype;
   ev->lookup_cancel = g_cancellable_new ();
-  ev->lookup_timer = g_timeout_add ((guint) ev->lookup_timeout_ms, ev_lookup_timed_out, ev);
+  ev->lookup_timer = pb_timeout_add ((guint) ev->lookup_timeout_ms, ev_lookup_timed_out, ev);
   pb_resolver_lookup (ev->resolver, ev->lookup_name, rrtype, ev->lookup_cancel, ev_answered, ev);
 }
 
@@ -945,7 +945,7 @@ spf_check_host_start (PbResolver *resolver, const SpfCheckParams *params, GCance
   ev->user_data = user_data;
   ev->result = SPF_RESULT_NONE;
 
-  ev->overall_timer = g_timeout_add ((guint) ev->timeout_ms, ev_timed_out, ev);
+  ev->overall_timer = pb_timeout_add ((guint) ev->timeout_ms, ev_timed_out, ev);
   if (cancellable != NULL)
     {
       ev->outer = g_object_ref (cancellable);

@@ -5,6 +5,7 @@
 
 #include <gio/gio.h>
 #include <pillarbox/pb-dns.h>
+#include <pillarbox/pb-loop.h>
 
 G_BEGIN_DECLS
 

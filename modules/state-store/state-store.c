@@ -17,6 +17,8 @@
 #include "config.h"
 #include "state-store.h"
 
+#include <pillarbox/pb-loop.h>
+
 #include <errno.h>
 #include <fcntl.h>
 #include <string.h>
@@ -249,7 +251,7 @@ sstore_worker (gpointer data, gpointer pool_data)
   sstore_sync_locked (job->store, job->own, job->now, &job->merged, &job->error);
   /* Back to the loop; the store's reference keeps it valid, `closed` says
    * whether anyone still wants the answer. */
-  g_idle_add_full (G_PRIORITY_DEFAULT, sstore_job_deliver, job, sstore_job_free);
+  pb_idle_add_full (G_PRIORITY_DEFAULT, sstore_job_deliver, job, sstore_job_free);
 }
 
 SStore *

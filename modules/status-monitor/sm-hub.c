@@ -231,7 +231,7 @@ sm_hub_kick (SmHub *hub)
   /* Nobody watching: nothing to compute. */
   if (hub->kick_timer != 0 || hub_count_live (hub) == 0)
     return;
-  hub->kick_timer = g_timeout_add (SM_KICK_DELAY_MS, hub_kick_fired, hub);
+  hub->kick_timer = pb_timeout_add (SM_KICK_DELAY_MS, hub_kick_fired, hub);
 }
 
 void
@@ -425,11 +425,11 @@ sm_hub_update_timers (SmHub *hub)
   if (hub->poll_timer != 0 && hub->poll_ms != poll_ms)
     g_clear_handle_id (&hub->poll_timer, g_source_remove);
   if (hub->poll_timer == 0 && poll_ms > 0)
-    hub->poll_timer = g_timeout_add ((guint) poll_ms, hub_poll_fired, hub);
+    hub->poll_timer = pb_timeout_add ((guint) poll_ms, hub_poll_fired, hub);
   hub->poll_ms = poll_ms;
   if (hub->summary_timer != 0 && hub->summary_ms != summary_ms)
     g_clear_handle_id (&hub->summary_timer, g_source_remove);
   if (hub->summary_timer == 0 && summary_ms > 0)
-    hub->summary_timer = g_timeout_add ((guint) summary_ms, hub_summary_fired, hub);
+    hub->summary_timer = pb_timeout_add ((guint) summary_ms, hub_summary_fired, hub);
   hub->summary_ms = summary_ms;
 }

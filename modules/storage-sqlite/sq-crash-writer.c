@@ -136,7 +136,7 @@ writer_next (Writer *w)
       c->failed = TRUE;
       return;
     }
-  g_idle_add (writer_step, w);
+  pb_idle_add (writer_step, w);
 }
 
 static gboolean
@@ -192,7 +192,7 @@ main (int argc, char **argv)
       writers[i].crash = &crash;
       writer_next (&writers[i]);
     }
-  g_timeout_add_seconds (60, crash_give_up, NULL);
+  pb_timeout_add_seconds (60, crash_give_up, NULL);
   while (!crash.failed)
     g_main_context_iteration (NULL, TRUE);
   _exit (4);

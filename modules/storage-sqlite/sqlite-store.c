@@ -167,11 +167,7 @@ sq_store_hand_over (SqStore *store, GQueue *jobs)
 static void
 sq_store_flush (SqStore *store)
 {
-  if (store->flush_source != NULL)
-    {
-      g_source_destroy (store->flush_source);
-      g_clear_pointer (&store->flush_source, g_source_unref);
-    }
+  pb_source_clear (&store->flush_source);
   if (!g_queue_is_empty (&store->outbox))
     sq_store_hand_over (store, &store->outbox);
 }
@@ -200,7 +196,7 @@ sq_store_push (SqStore *store, SqJob *job)
           g_source_set_priority (store->flush_source, G_PRIORITY_HIGH);
           g_source_set_static_name (store->flush_source, "storage-sqlite flush");
           g_source_set_callback (store->flush_source, sq_store_flush_cb, store, NULL);
-          g_source_attach (store->flush_source, store->context);
+          pb_source_attach (store->flush_source, store->context);
         }
       return;
     }
@@ -301,7 +297,7 @@ sq_post (SqStore *store, GPtrArray *replies)
   g_source_set_priority (source, G_PRIORITY_DEFAULT);
   g_source_set_static_name (source, "storage-sqlite replies");
   g_source_set_callback (source, sq_post_dispatch, post, sq_post_free);
-  g_source_attach (source, store->context);
+  pb_source_attach (source, store->context);
   g_source_unref (source);
 }
 

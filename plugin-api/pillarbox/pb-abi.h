@@ -40,7 +40,7 @@
  * Since: ABI 1.0
  */
 #ifndef PB_ABI_MINOR
-#define PB_ABI_MINOR 1
+#define PB_ABI_MINOR 2
 #endif
 
 /**

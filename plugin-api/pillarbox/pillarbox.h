@@ -15,5 +15,6 @@
 #include <pillarbox/pb-dns.h>
 #include <pillarbox/pb-transport.h>
 #include <pillarbox/pb-log.h>
+#include <pillarbox/pb-loop.h>
 
 #endif /* PILLARBOX_PILLARBOX_H */
