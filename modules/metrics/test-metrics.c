@@ -386,7 +386,7 @@ test_render (void **state)
   g_autoptr (GString) page = g_string_new (NULL);
   g_autoptr (GVariant) status = g_variant_ref_sink (g_variant_new_parsed (
       "{'version': <'0.1.0'>, 'start_time': <int64 1700000000>, 'uptime_seconds': <int64 42>,"
-      " 'generation': <uint32 3>,"
+      " 'generation': <uint32 3>, 'loop_sources': <uint32 17>, 'rss_bytes': <uint64 12582912>,"
       " 'queue': <{'pending': uint32 2, 'deferred': 1, 'delivered': 0, 'bounced': 4}>,"
       " 'queue_messages': <{'pending': uint32 1, 'deferred': 1, 'delivered': 0, 'bounced': 2}>,"
       " 'listeners': <[{'name': <'smtp'>, 'service': <'smtp'>}, {'name': <'pop3'>, 'service': <'pop3'>}]>,"
@@ -431,6 +431,8 @@ test_render (void **state)
   assert_line (page->str, "pillarbox_uptime_seconds 42");
   assert_line (page->str, "pillarbox_config_generation 3");
   assert_line (page->str, "pillarbox_build_info{version=\"0.1.0\"} 1");
+  assert_line (page->str, "pillarbox_loop_sources 17");
+  assert_line (page->str, "process_resident_memory_bytes 12582912");
 
   /* Without the commands' answers the counters are still served, and the
    * page is still well formed. */
