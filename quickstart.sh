@@ -65,9 +65,18 @@ case "$cmd" in
       echo "== creating the system user 'pillarbox' (core.user) for the daemon to run as"
       adduser --system --group --no-create-home --home /nonexistent --quiet pillarbox
     fi
-    echo "== starting pillarboxd in the foreground (Ctrl-C stops it); state in $top/state"
-    echo "   from another terminal:  $top/_build/default/core/pillarbox --state-dir $top/state status"
-    exec _build/default/core/pillarboxd -f -c conf.d --state-dir state \
+    state=$top/state
+    # Started as root, the daemon drops to 'pillarbox', which must still reach
+    # its state directory: a clone in a home directory of mode 0700 (Debian's
+    # default) is out of its reach, so the state goes to /var/lib then.
+    if [ "$(id -u)" = 0 ] && ! runuser -u pillarbox -- test -x "$top"; then
+      state=/var/lib/pillarbox
+      echo "== the user 'pillarbox' cannot reach $top (a parent directory is closed to it, such as a"
+      echo "   home directory of mode 0700): the state goes to $state instead of $top/state"
+    fi
+    echo "== starting pillarboxd in the foreground (Ctrl-C stops it); state in $state"
+    echo "   from another terminal:  sudo $top/_build/default/core/pillarbox --state-dir $state status"
+    exec _build/default/core/pillarboxd -f -c conf.d --state-dir "$state" \
       -o core.module-dir="$top/_build/default/modules"
     ;;
   test)

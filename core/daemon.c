@@ -322,8 +322,39 @@ prepare_dir (const char *what, const char *dir, const RunUser *ru, GError **erro
   return TRUE;
 }
 
+/* After dropping privileges: DIR must still be reachable, readable and
+ * writable by the run user. A state directory inside a home directory of
+ * mode 0700 is the common trap; name the directory that blocks the way. */
 static gboolean
-drop_privileges (const RunUser *ru, GError **error)
+check_reachable (const char *what, const char *dir, const RunUser *ru, GError **error)
+{
+  g_autofree char *blocker = NULL;
+  struct stat st;
+  int saved;
+
+  if (access (dir, R_OK | W_OK | X_OK) == 0)
+    return TRUE;
+  saved = errno;
+  /* The first directory from the top that the user may not pass. */
+  for (const char *slash = strchr (dir + 1, '/'); slash != NULL && blocker == NULL; slash = strchr (slash + 1, '/'))
+    {
+      g_autofree char *prefix = g_strndup (dir, (gsize) (slash - dir));
+      if (access (prefix, X_OK) != 0)
+        blocker = g_steal_pointer (&prefix);
+    }
+  if (blocker != NULL && stat (blocker, &st) == 0)
+    g_set_error (error, PB_CORE_ERROR, PB_CORE_ERROR_RUNTIME,
+                 "%s %s cannot be reached by user %s: %s is mode %04o, owned by uid %u; choose a %s the user "
+                 "can reach (--state-dir, core.user) or let it through (chmod o+x %s)",
+                 what, dir, ru->name, blocker, (unsigned) (st.st_mode & 07777), (unsigned) st.st_uid, what, blocker);
+  else
+    g_set_error (error, PB_CORE_ERROR, PB_CORE_ERROR_RUNTIME, "%s %s is not usable by user %s: %s", what, dir,
+                 ru->name, g_strerror (saved));
+  return FALSE;
+}
+
+static gboolean
+drop_privileges (const RunUser *ru, const char *state_dir, GError **error)
 {
   if (geteuid () != 0)
     return TRUE;
@@ -338,6 +369,8 @@ drop_privileges (const RunUser *ru, GError **error)
       g_set_error (error, PB_CORE_ERROR, PB_CORE_ERROR_RUNTIME, "privileges could be regained after dropping them");
       return FALSE;
     }
+  if (!check_reachable ("state directory", state_dir, ru, error))
+    return FALSE;
   g_message ("running as user %s (uid %u)", ru->name, (unsigned) ru->uid);
   return TRUE;
 }
@@ -596,7 +629,7 @@ daemon_start (Daemon *d, GError **error)
   /* Privileged work first: ports below 1024 and a configured key that only
    * root may read; then give up root for good. */
   if (!pb_generation_bind (gen, NULL, error) || !pb_generation_load_tls (gen, FALSE, error)
-      || !drop_privileges (&ru, error))
+      || !drop_privileges (&ru, d->state_dir, error))
     goto out;
   if (!pb_generation_start (gen, error) || !pb_log_files_configure (gen, error))
     goto out;

@@ -7,9 +7,24 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 /* Opened module files by path; the process keeps them mapped (see PbModuleFile). */
 static GHashTable *module_files;
+/* The same files by "MODULE-DIR\nNAME", as a configuration names them. A
+ * reload asks for modules this process already holds without touching the
+ * disk: a new build takes effect at the next restart anyway, and after
+ * dropping privileges the daemon may no longer be able to reach the module
+ * directory (a build tree in a home directory of mode 0700). */
+static GHashTable *module_names;
+
+static void
+module_file_remember (const char *module_dir, const char *name, PbModuleFile *mf)
+{
+  if (module_names == NULL)
+    module_names = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
+  g_hash_table_replace (module_names, g_strconcat (module_dir, "\n", name, NULL), mf);
+}
 
 gboolean
 pb_module_name_is_valid (const char *name)
@@ -69,10 +84,24 @@ pb_module_file_open (const char *module_dir, const char *name, GError **error)
                    "invalid module name '%s' (lower-case letters, digits, '-' and '_')", name);
       return NULL;
     }
-  if (!g_file_test (module_dir, G_FILE_TEST_IS_DIR))
+  if (module_names != NULL)
     {
-      g_set_error (error, PB_CORE_ERROR, PB_CORE_ERROR_MODULE,
-                   "module '%s': module directory %s does not exist (set core.module-dir)", name, module_dir);
+      g_autofree char *key = g_strconcat (module_dir, "\n", name, NULL);
+      if ((mf = g_hash_table_lookup (module_names, key)) != NULL)
+        return mf;
+    }
+  errno = 0;
+  if (stat (module_dir, &st) != 0 || !S_ISDIR (st.st_mode))
+    {
+      /* After dropping privileges "Permission denied" is the likely
+       * answer; say so rather than "does not exist". */
+      if (errno == 0 || errno == ENOENT || errno == ENOTDIR)
+        g_set_error (error, PB_CORE_ERROR, PB_CORE_ERROR_MODULE,
+                     "module '%s': module directory %s does not exist (set core.module-dir)", name, module_dir);
+      else
+        g_set_error (error, PB_CORE_ERROR, PB_CORE_ERROR_MODULE,
+                     "module '%s': module directory %s cannot be reached: %s (as uid %u)", name, module_dir,
+                     g_strerror (errno), (unsigned) geteuid ());
       return NULL;
     }
   path = module_find_file (module_dir, name);
@@ -84,7 +113,10 @@ pb_module_file_open (const char *module_dir, const char *name, GError **error)
     }
 
   if (module_files != NULL && (mf = g_hash_table_lookup (module_files, path)) != NULL)
-    return mf;
+    {
+      module_file_remember (module_dir, name, mf);
+      return mf;
+    }
 
   if (stat (path, &st) != 0)
     {
@@ -184,5 +216,6 @@ pb_module_file_open (const char *module_dir, const char *name, GError **error)
   if (module_files == NULL)
     module_files = g_hash_table_new (g_str_hash, g_str_equal);
   g_hash_table_insert (module_files, mf->path, mf);
+  module_file_remember (module_dir, name, mf);
   return mf;
 }
