@@ -62,7 +62,7 @@ typedef struct {
   gboolean help;
   double timeout;           /* seconds; 0 waits forever */
   const char *command;
-  char **args;              /* the words after COMMAND, verbatim */
+  char **args;              /* the words after COMMAND but --json, NULL-terminated */
 } Options;
 
 typedef struct {
@@ -123,7 +123,7 @@ print_usage (FILE *out)
            "Runs COMMAND in the running pillarboxd through its control socket\n"
            "(STATE_DIR/" CLI_SOCKET_NAME ") and prints the answer.\n"
            "\n"
-           "Options (only before COMMAND; everything after it goes to the command):\n"
+           "Options (before COMMAND; after it only --json is the program's, the rest goes to the command):\n"
            "  --state-dir DIR     the daemon's state directory (default: $PILLARBOX_STATE_DIR,\n"
            "                      else " PB_STATE_DIR ")\n"
            "  --json              print the answer's structured data as JSON\n"
@@ -206,8 +206,26 @@ parse_options (Options *opts, int argc, char **argv)
 
   if (i < argc)
     {
+      GPtrArray *args = g_ptr_array_new ();
+      gboolean literal = FALSE;
+
       opts->command = argv[i];
-      opts->args = argv + i + 1;
+      /* --json is the program's, wherever it is written (`pillarbox status
+       * --json`); every other word after COMMAND is the command's, and after
+       * a "--" even --json is. */
+      for (int j = i + 1; j < argc; j++)
+        {
+          if (!literal && strcmp (argv[j], "--json") == 0)
+            opts->json = TRUE;
+          else
+            {
+              if (strcmp (argv[j], "--") == 0)
+                literal = TRUE;
+              g_ptr_array_add (args, argv[j]);
+            }
+        }
+      g_ptr_array_add (args, NULL);
+      opts->args = (char **) g_ptr_array_free (args, FALSE);
     }
   for (int j = i; j < argc; j++)
     if (!g_utf8_validate (argv[j], -1, NULL))
@@ -830,6 +848,7 @@ main (int argc, char **argv)
     {
       status = run_help (&opts);
       g_free (opts.socket_path);
+      g_free (opts.args);
       return finish (status);
     }
 
@@ -861,6 +880,7 @@ main (int argc, char **argv)
   json_node_unref (reply);
   link_close (&link);
   g_free (opts.socket_path);
+  g_free (opts.args);
   return finish (status);
 
 failed:
@@ -871,5 +891,6 @@ failed:
   status = error->domain == CLI_ERROR ? error->code : CLI_EXIT_UNREACHABLE;
   g_error_free (error);
   g_free (opts.socket_path);
+  g_free (opts.args);
   return finish (status);
 }

@@ -90,6 +90,12 @@ def test_control_round_trip():
         check(status["modules"][0]["abi"].startswith("1."), status)
         check(status["listeners"][0]["addresses"] == ["127.0.0.1:%d" % port], status)
         check(status["pid"] == d.proc.pid, "pid %s vs %s" % (status["pid"], d.proc.pid))
+        # --json after the command is the program's too; the process's own figures are there.
+        after = json.loads(d.cli("status", "--json").stdout)
+        check(after["pid"] == d.proc.pid, after)
+        check(isinstance(after["loop_sources"], int) and after["loop_sources"] > 0, after)
+        check(after["rss_bytes"] > 1024 * 1024, after)
+        check("loop sources" in text and "MiB resident" in text, text)
         mods = json.loads(d.cli("--json", "modules").stdout)
         check([m["name"] for m in mods] == ["example"], mods)
         helptext = d.cli("help").stdout
