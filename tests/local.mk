@@ -129,6 +129,7 @@ INTEGRATION_TESTS = \
 	tests/integration/test-directory.py \
 	tests/integration/test-outbound.py \
 	tests/integration/test-outbound-caps.py \
+	tests/integration/test-loop-sources.py \
 	tests/integration/test-example-plugin.sh
 TESTS += $(INTEGRATION_TESTS)
 
@@ -140,7 +141,15 @@ EXTRA_DIST += \
 	tests/lsan.supp \
 	tests/integration/pbtest.py \
 	tests/integration/smtpsink.py \
+	tests/bench/benchlib.py \
+	tests/bench/smtp-relay \
+	tests/bench/soak \
 	$(INTEGRATION_TESTS)
+
+# test-loop-sources drives smtp-server through the policy modules, the smtp-test-policy
+# fixture and spf: all must be built before it runs.
+tests/integration/test-loop-sources.log: modules/smtp-server.la modules/storage-sqlite.la modules/load-limit.la \
+	modules/ids.la modules/rate-cap.la modules/spf.la modules/smtp-test-policy.la
 
 # test-example-plugin runs `make install DESTDIR=...` in the build tree, which
 # relinks the modules: it runs last, after every other test.

@@ -162,6 +162,15 @@ class Postfix:
                 f.write("%s = %s\n" % (k, v))
         with open(os.path.join(self.conf, "master.cf"), "w") as f:
             f.write(MASTER_CF.format(port=self.port))
+        # Our directory must be listed in the system's alternate_config_directories, which
+        # postconf cannot set without /etc/postfix/main.cf; Debian's postfix installed with
+        # "No configuration" (as quickstart.sh does) has none: make an empty one for the run.
+        self.system_main_cf = os.path.join(subprocess.run([POSTCONF, "-h", "-d", "config_directory"],
+                                                          capture_output=True, text=True,
+                                                          check=True).stdout.strip(), "main.cf")
+        self.made_main_cf = not os.path.exists(self.system_main_cf)
+        if self.made_main_cf:
+            open(self.system_main_cf, "w").close()
         self.old_alternates = subprocess.run([POSTCONF, "-h", "alternate_config_directories"], capture_output=True,
                                              text=True).stdout.strip()
         dirs = [d for d in self.old_alternates.replace(",", " ").split() if d]
@@ -183,6 +192,8 @@ class Postfix:
     def stop(self):
         self.postfix("stop")
         subprocess.run([POSTCONF, "-e", "alternate_config_directories = %s" % self.old_alternates], check=False)
+        if self.made_main_cf:
+            os.unlink(self.system_main_cf)
 
 
 def make_modules_loadable(top):
