@@ -140,7 +140,7 @@ auth_work (gpointer data, gpointer pool_data)
       g_auto (GStrv) permitted = g_strsplit (job->protocols != NULL ? job->protocols : "", ",", -1);
 
       if (job->hash == NULL)
-        job->reason = "unknown user";
+        job->reason = job->reason != NULL ? job->reason : "unknown user";
       else if (!match)
         job->reason = "wrong password";
       else if (job->protocol != NULL && !g_strv_contains ((const char *const *) permitted, job->protocol))
@@ -228,6 +228,7 @@ pb_auth_verify_gen (PbGeneration *gen, const char *user, const char *password, c
                     PbAuthFunc done, gpointer user_data)
 {
   AuthJob *job = g_new0 (AuthJob, 1);
+  const char *problem = pb_auth_name_problem (user);
 
   job->kind = JOB_VERIFY;
   job->gen = pb_generation_ref (gen);
@@ -237,9 +238,12 @@ pb_auth_verify_gen (PbGeneration *gen, const char *user, const char *password, c
   job->done = done;
   job->user_data = user_data;
   job->result = PB_AUTH_FAILED;
-  if (*job->user == '\0' || strlen (job->user) > 254 || *password == '\0')
+  if (problem != NULL || *password == '\0')
     {
-      job->reason = "empty or overlong user name or empty password";
+      /* Not a name the directory would look up (it would refuse it as an
+       * invalid argument: a temporary failure nobody counts). A failed
+       * login, after the hash an unknown user costs. */
+      job->reason = problem != NULL ? problem : "empty password";
       auth_submit (job);
       return;
     }

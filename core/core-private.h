@@ -302,6 +302,13 @@ PB_PRIVATE void pb_builtins_set_start_time (gint64 real_time);
 PB_PRIVATE const char *pb_intern (const char *s);
 /* The syslog priority digit for a GLib level, for the PRIORITY field. */
 PB_PRIVATE const char *pb_log_priority (GLogLevelFlags level);
+/* The longest login name, in octets: the longest address (RFC 5321
+ * §4.5.3.1.3: a path of 256 octets with its angle brackets). */
+#define PB_AUTH_NAME_MAX 254
+/* NULL when NAME may be a login name (valid UTF-8, 1 to PB_AUTH_NAME_MAX
+ * octets, no blank, control or format character), else why not, for the
+ * log. Any other name fails as a wrong password does: counted. */
+PB_PRIVATE const char *pb_auth_name_problem (const char *name);
 
 /* ---- loop.c: the core's own kinds of source, counted like pb-loop.h's ---- */
 

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* The structured-log writer (journal, syslog or stderr) and the per-service log files fed by a writer thread. */
+/* The structured-log writer (journal, syslog or stderr), which escapes every line; per-service log files. */
 #include "config.h"
 #include "core-private.h"
 #include "log.h"
@@ -53,6 +53,118 @@ field_value (const GLogField *fields, gsize n_fields, const char *key)
     if (strcmp (fields[i].key, key) == 0 && fields[i].length < 0)
       return fields[i].value;
   return NULL;
+}
+
+/* ---- escaping ----
+ *
+ * Lines are escaped at the sink, whoever logged them (pb_log_session, a
+ * module's g_message, GLib itself): a user name, a HELO argument or a
+ * remote reply inside a message can neither start a record of its own nor
+ * put a terminal escape, an invalid UTF-8 sequence or a bidirectional
+ * override in front of whoever reads the log. The form is Postfix's idea
+ * made lossless: each offending byte becomes \xHH. A backslash is left as
+ * it is, so escaping twice changes nothing; the price is that a peer that
+ * sends the four characters "\x0a" looks like one that sent a newline,
+ * which forges nothing. See docs/design-decisions.md, "Log lines are
+ * escaped at the sink". */
+
+/* Continuation lines of the daemon's own multi-line reports. */
+#define LOG_CONTINUATION "\n    "
+
+static gboolean
+is_escaped_char (gunichar c)
+{
+  return c < 0x20 || (c >= 0x7f && c <= 0x9f)          /* C0, DEL, C1 */
+         || c == 0x2028 || c == 0x2029                   /* line and paragraph separators */
+         || (c >= 0x202a && c <= 0x202e)                 /* bidirectional embeddings and overrides */
+         || (c >= 0x2066 && c <= 0x2069);                /* bidirectional isolates */
+}
+
+static void
+append_escaped_bytes (GString *out, const char *p, gsize n)
+{
+  for (gsize i = 0; i < n; i++)
+    g_string_append_printf (out, "\\x%02x", (guchar) p[i]);
+}
+
+char *
+pb_log_escape (const char *text, gssize len, const char *newline)
+{
+  const char *p, *end;
+  GString *out;
+
+  if (text == NULL)
+    return g_strdup ("");
+  end = text + (len < 0 ? strlen (text) : (gsize) len);
+  out = g_string_sized_new ((gsize) (end - text) + 1);
+  for (p = text; p < end;)
+    {
+      guchar c = (guchar) *p;
+      gunichar u;
+      gsize n;
+
+      if (c >= 0x20 && c < 0x7f)
+        {
+          g_string_append_c (out, (char) c);
+          p++;
+          continue;
+        }
+      if (c == '\n' && newline != NULL)
+        {
+          g_string_append (out, newline);
+          p++;
+          continue;
+        }
+      if (c < 0x80)
+        {
+          append_escaped_bytes (out, p, 1);
+          p++;
+          continue;
+        }
+      /* Rejects overlong forms, surrogates, values above U+10FFFF and a
+       * sequence cut off by END: each of their bytes is escaped alone. */
+      u = g_utf8_get_char_validated (p, end - p);
+      if (u == (gunichar) -1 || u == (gunichar) -2)
+        {
+          append_escaped_bytes (out, p, 1);
+          p++;
+          continue;
+        }
+      n = (gsize) g_utf8_skip[c];
+      if (is_escaped_char (u))
+        append_escaped_bytes (out, p, n);
+      else
+        g_string_append_len (out, p, (gssize) n);
+      p += n;
+    }
+  return g_string_free (out, FALSE);
+}
+
+/* The text of MESSAGE as every sink writes it. A line about a session or a
+ * message (PB_SESSION or PB_QUEUE_ID: pb_log_session, ids) is one record
+ * by contract and carries the peer's data, so a newline in it is escaped
+ * too. The daemon's own lines may be multi-line reports: a newline there
+ * starts an indented continuation line, which no reader takes for a
+ * record of its own (records start with a time stamp). */
+static char *
+log_text (const GLogField *fields, gsize n_fields)
+{
+  gboolean one_record = field_value (fields, n_fields, "PB_SESSION") != NULL
+                        || field_value (fields, n_fields, "PB_QUEUE_ID") != NULL;
+  const char *message = NULL;
+  gsize len = 0;
+
+  /* GLib allows a MESSAGE with a length (and NULs in it): take it too. */
+  for (gsize i = 0; i < n_fields && message == NULL; i++)
+    if (strcmp (fields[i].key, "MESSAGE") == 0 && fields[i].value != NULL)
+      {
+        message = fields[i].value;
+        len = fields[i].length < 0 ? strlen (message) : (gsize) fields[i].length;
+      }
+  if (!one_record)
+    while (len > 0 && message[len - 1] == '\n')
+      len--;
+  return pb_log_escape (message, (gssize) len, one_record ? NULL : LOG_CONTINUATION);
 }
 
 /* ---- per-service files ----
@@ -282,7 +394,7 @@ route_line (const GLogField *fields, gsize n_fields, const char *domain)
   return NULL;
 }
 
-/* Queues the line for its service's file; TRUE when this drop is the one to warn about. */
+/* Queues the line (MESSAGE is escaped) for its service's file; TRUE when this drop is the one to warn about. */
 static gboolean
 files_enqueue (GLogLevelFlags level, const GLogField *fields, gsize n_fields, const char *domain,
                const char *message)
@@ -516,14 +628,28 @@ pb_log_files_register (PbGeneration *gen)
 
 /* ---- the writer GLib calls ---- */
 
+/* MESSAGE is the escaped text (log_text): it replaces the field's own in the journal too. */
 static void
 write_main (GLogLevelFlags level, const GLogField *fields, gsize n_fields, const char *domain, const char *message,
             gpointer user_data)
 {
   g_autofree char *stamp = NULL;
 
-  if (log_to_journal && g_log_writer_journald (level, fields, n_fields, user_data) == G_LOG_WRITER_HANDLED)
-    return;
+  if (log_to_journal)
+    {
+      g_autofree GLogField *safe = g_new (GLogField, n_fields);
+      GLogWriterOutput out;
+
+      for (gsize i = 0; i < n_fields; i++)
+        {
+          safe[i] = fields[i];
+          if (strcmp (fields[i].key, "MESSAGE") == 0)
+            safe[i] = (GLogField) { "MESSAGE", message, -1 };
+        }
+      out = g_log_writer_journald (level, safe, n_fields, user_data);
+      if (out == G_LOG_WRITER_HANDLED)
+        return;
+    }
   if (log_to_syslog)
     {
       syslog (LOG_MAIL | (int) g_ascii_strtoll (pb_log_priority (level), NULL, 10), "%s: %s",
@@ -540,13 +666,15 @@ static GLogWriterOutput
 pb_log_writer (GLogLevelFlags level, const GLogField *fields, gsize n_fields, gpointer user_data)
 {
   const char *domain = field_value (fields, n_fields, "GLIB_DOMAIN");
-  const char *message = field_value (fields, n_fields, "MESSAGE");
+  g_autofree char *message = NULL;
   gboolean warn_drop = FALSE;
 
   /* G_MESSAGES_DEBUG still works for one domain at a time. */
   if ((level & G_LOG_LEVEL_DEBUG) && !log_verbose && g_log_writer_default_would_drop (level, domain))
     return G_LOG_WRITER_HANDLED;
 
+  /* Escaped once, here, for every sink below. */
+  message = log_text (fields, n_fields);
   if (g_atomic_int_get (&files.enabled))
     warn_drop = files_enqueue (level, fields, n_fields, domain, message);
   write_main (level, fields, n_fields, domain, message, user_data);

@@ -1,11 +1,22 @@
 /* SPDX-License-Identifier: MIT */
-/* Per-service log files (core.service-logs): routing, the writer thread, reopening for logrotate. */
+/* The escaping every log line goes through, and the per-service log files (core.service-logs): routing,
+   the writer thread, reopening for logrotate. */
 #ifndef PILLARBOX_LOG_H
 #define PILLARBOX_LOG_H
 
 #include "core-private.h"
 
 G_BEGIN_DECLS
+
+/* TEXT (LEN octets, or up to its NUL when LEN < 0; NULL is "") made safe
+ * for a log: each octet of a C0 control, DEL, a C1 control, a line or
+ * paragraph separator (U+2028, U+2029), a bidirectional control (U+202A to
+ * U+202E, U+2066 to U+2069) or an invalid UTF-8 sequence becomes \xHH
+ * (lower-case hex), everything else is kept. A newline becomes NEWLINE
+ * when that is not NULL (the sink's continuation line), else \x0a. The
+ * result is valid UTF-8; with NEWLINE NULL, escaping it again changes
+ * nothing. Every line the core writes has been through it. */
+PB_PRIVATE char *pb_log_escape (const char *text, gssize len, const char *newline);
 
 /* The name of the service that gathers the queue manager's, the senders'
  * and the collectors' lines. */

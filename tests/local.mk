@@ -57,6 +57,12 @@ tests_unit_test_dns_LDADD = $(UNIT_LDADD)
 tests_unit_test_control_SOURCES = tests/unit/test-control.c
 tests_unit_test_control_CFLAGS = $(UNIT_CFLAGS)
 tests_unit_test_control_LDADD = $(UNIT_LDADD)
+# pb_log_escape on hostile input, the writer's lines, the login names the core refuses.
+check_PROGRAMS += tests/unit/test-log
+TESTS += tests/unit/test-log
+tests_unit_test_log_SOURCES = tests/unit/test-log.c
+tests_unit_test_log_CFLAGS = $(UNIT_CFLAGS)
+tests_unit_test_log_LDADD = $(UNIT_LDADD)
 
 # Every public header compiles alone as C99 and as C++; every public item is documented.
 TESTS += tests/unit/headers.sh tests/unit/check-abi-docs.py
@@ -130,6 +136,7 @@ INTEGRATION_TESTS = \
 	tests/integration/test-outbound.py \
 	tests/integration/test-outbound-caps.py \
 	tests/integration/test-loop-sources.py \
+	tests/integration/test-log-hygiene.py \
 	tests/integration/test-example-plugin.sh
 TESTS += $(INTEGRATION_TESTS)
 
@@ -150,6 +157,10 @@ EXTRA_DIST += \
 # fixture and spf: all must be built before it runs.
 tests/integration/test-loop-sources.log: modules/smtp-server.la modules/storage-sqlite.la modules/load-limit.la \
 	modules/ids.la modules/rate-cap.la modules/spf.la modules/smtp-test-policy.la
+
+# test-log-hygiene logs in over smtp-server, pop3-server and status-monitor, with ids scoring.
+tests/integration/test-log-hygiene.log: modules/smtp-server.la modules/storage-sqlite.la modules/pop3-server.la \
+	modules/status-monitor.la modules/ids.la
 
 # test-example-plugin runs `make install DESTDIR=...` in the build tree, which
 # relinks the modules: it runs last, after every other test.

@@ -93,12 +93,30 @@ sm_unescape_value (const char *token)
 char *
 sm_clean_text (const char *text)
 {
-  char *out = g_strdup (text != NULL ? text : "");
+  const char *p = text != NULL ? text : "";
+  const char *end = p + strlen (p);
+  GString *out = g_string_sized_new ((gsize) (end - p));
 
-  for (char *p = out; *p != '\0'; p++)
-    if ((guchar) *p < 0x20 || *p == 0x7f)
-      *p = ' ';
-  return out;
+  /* A failed login's user name arrives here as the peer sent it: a monitor
+   * reads lines of UTF-8 text, so an octet that is not part of a valid
+   * sequence becomes '?', as a control character becomes a space. */
+  while (p < end)
+    {
+      gunichar c = g_utf8_get_char_validated (p, end - p);
+
+      if (c == (gunichar) -1 || c == (gunichar) -2)
+        {
+          g_string_append_c (out, '?');
+          p++;
+          continue;
+        }
+      if (c < 0x20 || (c >= 0x7f && c <= 0x9f))
+        g_string_append_c (out, ' ');
+      else
+        g_string_append_len (out, p, g_utf8_skip[(guchar) *p]);
+      p = g_utf8_next_char (p);
+    }
+  return g_string_free (out, FALSE);
 }
 
 /* ---- building lines ------------------------------------------------------------ */

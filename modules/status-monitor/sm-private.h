@@ -44,7 +44,8 @@ char *sm_line_end (GString *line);
 char *sm_escape_value (const char *value);
 /* The reverse; NULL on a malformed escape. "-" gives "". */
 char *sm_unescape_value (const char *token);
-/* Replaces CR, LF and other control octets in free text by spaces. */
+/* Replaces CR, LF and other control characters (C0, DEL, C1) in free text by spaces,
+ * and each octet of an invalid UTF-8 sequence by '?'. */
 char *sm_clean_text (const char *text);
 
 /* "0<FILETIME><text>\r\n" */

@@ -84,6 +84,12 @@ test_escape (void **state)
     g_autofree char *clean = sm_clean_text ("a\r\nb\tc\x01");
     assert_string_equal (clean, "a  b c ");
   }
+  {
+    /* A user name as a peer may send it: invalid UTF-8, a C1 control, a cut-off sequence. */
+    g_autofree char *clean = sm_clean_text ("bob\xff\xfe caf\xc3\xa9 \xc2\x85 \xc0\xaf \xe2\x82");
+    assert_string_equal (clean, "bob?? caf\xc3\xa9   ?? ??");
+    assert_true (g_utf8_validate (clean, -1, NULL));
+  }
 }
 
 static void

@@ -196,9 +196,11 @@ class Daemon:
         running = self.proc.poll() is None
         status = self.stop()
         log = self.read_log()
-        # pb-log writes levels in lower case ("... critical pillarbox-x: ..."); GLib's own
-        # writer, before pb-log is installed, in upper case.
-        for marker in ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:", "CRITICAL", " critical "):
+        # pb-log writes levels in lower case: "... critical pillarbox-x: ..." in service log
+        # files, "pillarboxd[PID]: DOMAIN: critical: ..." on stderr; GLib's own writer, before
+        # pb-log is installed, in upper case.
+        for marker in ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:", "CRITICAL", " critical ",
+                       ": critical: "):
             check(marker not in log, "pillarboxd reported %r:\n%s" % (marker.strip(), log))
         if running:
             check(status == 0, "pillarboxd exited with %s after SIGTERM:\n%s" % (status, log))
