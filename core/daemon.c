@@ -375,25 +375,65 @@ drop_privileges (const RunUser *ru, const char *state_dir, GError **error)
   return TRUE;
 }
 
+/*
+ * The pid file is opened as root, in a directory the run user owns (the
+ * state directory, by default): whatever that user left there is hostile.
+ * A symbolic link is never followed (O_NOFOLLOW), and nothing is truncated
+ * or written before the file is known to be a plain file with no other name,
+ * owned by us or by the run user, and its lock is held; everything after the
+ * open works on the descriptor, never again on the name.
+ */
 static gboolean
-pidfile_acquire (Daemon *d, GError **error)
+pidfile_refuse (Daemon *d, int fd, const char *why, GError **error)
+{
+  g_set_error (error, PB_CORE_ERROR, PB_CORE_ERROR_RUNTIME, "pid file %s %s; remove it and start again", d->pidfile,
+               why);
+  if (fd >= 0)
+    close (fd);
+  return FALSE;
+}
+
+static gboolean
+pidfile_acquire (Daemon *d, const RunUser *ru, GError **error)
 {
   g_autofree char *pid = NULL;
-  int fd = open (d->pidfile, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  struct stat st;
+  int fd = open (d->pidfile, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY | O_NONBLOCK, 0644);
 
+  if (fd < 0 && errno == ELOOP)
+    return pidfile_refuse (d, -1, "is a symbolic link, which pillarboxd does not follow", error);
   if (fd < 0)
     {
       g_set_error (error, PB_CORE_ERROR, PB_CORE_ERROR_RUNTIME, "cannot open pid file %s: %s", d->pidfile,
                    g_strerror (errno));
       return FALSE;
     }
+  if (fstat (fd, &st) != 0)
+    {
+      g_set_error (error, PB_CORE_ERROR, PB_CORE_ERROR_RUNTIME, "cannot examine pid file %s: %s", d->pidfile,
+                   g_strerror (errno));
+      close (fd);
+      return FALSE;
+    }
+  if (!S_ISREG (st.st_mode))
+    return pidfile_refuse (d, fd, "is not a regular file", error);
+  if (st.st_nlink != 1)
+    return pidfile_refuse (d, fd, "has other names (hard links)", error);
+  if (st.st_uid != geteuid () && st.st_uid != ru->uid)
+    {
+      g_autofree char *why = g_strdup_printf ("belongs to uid %u, neither pillarboxd's nor core.user's",
+                                              (unsigned) st.st_uid);
+      return pidfile_refuse (d, fd, why, error);
+    }
   if (flock (fd, LOCK_EX | LOCK_NB) != 0)
     {
       char buf[32] = { 0 };
       ssize_t n = pread (fd, buf, sizeof buf - 1, 0);
+      const char *other = n > 0 ? g_strstrip (buf) : "";
+      /* The file's text is only shown when it is a number. */
       g_set_error (error, PB_CORE_ERROR, PB_CORE_ERROR_RUNTIME,
                    "another pillarboxd (pid %s) is running with state directory %s",
-                   n > 0 ? g_strstrip (buf) : "?", d->state_dir);
+                   *other != '\0' && strspn (other, "0123456789") == strlen (other) ? other : "?", d->state_dir);
       close (fd);
       return FALSE;
     }
@@ -623,7 +663,7 @@ daemon_start (Daemon *d, GError **error)
 
   d->pidfile = *gen->core->pidfile != '\0' ? g_strdup (gen->core->pidfile)
                                           : g_build_filename (d->state_dir, "pillarboxd.pid", NULL);
-  if (!pidfile_acquire (d, error))
+  if (!pidfile_acquire (d, &ru, error))
     goto out;
 
   /* Privileged work first: ports below 1024 and a configured key that only

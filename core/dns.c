@@ -23,6 +23,8 @@ typedef struct {
   gpointer user_data;
   GCancellable *cancellable;
   gulong cancel_id;
+  gboolean started;           /* in libunbound's hands and in resolver->lookups */
+  gboolean cancelled_early;   /* cancelled before it started */
 } Lookup;
 
 static void
@@ -77,7 +79,12 @@ pb_dns_server_to_unbound (const char *server, char **out)
 
 /* ---- rdata as text ---- */
 
-/* Reads an uncompressed wire-format name at DATA[*off]. */
+/* Reads an uncompressed wire-format name at DATA[*off], as text in the
+ * master-file form of RFC 1035 §5.1: a label may hold any octet, so a dot
+ * or a backslash in it is escaped with a backslash, and a blank, a control
+ * octet or one above 0x7e as \DDD (decimal). The text of a name never
+ * holds a control character, and a caller checking host-name syntax
+ * (RFC 1123 §2.1) sees the backslash. */
 static char *
 rdata_name (const guint8 *data, gsize len, gsize *off)
 {
@@ -96,7 +103,15 @@ rdata_name (const guint8 *data, gsize len, gsize *off)
       if (s->len > 0)
         g_string_append_c (s, '.');
       for (guint i = 0; i < n; i++)
-        g_string_append_c (s, g_ascii_tolower ((char) data[*off + i]));
+        {
+          guint8 c = (guint8) g_ascii_tolower ((char) data[*off + i]);
+          if (c == '.' || c == '\\')
+            g_string_append_printf (s, "\\%c", c);
+          else if (c <= 0x20 || c >= 0x7f)
+            g_string_append_printf (s, "\\%03u", c);
+          else
+            g_string_append_c (s, (char) c);
+        }
       *off += n;
     }
   return g_string_free (s, FALSE);
@@ -157,6 +172,8 @@ rdata_to_text (guint rrtype, const guint8 *data, gsize len)
 }
 
 /* ---- lookups ---- */
+
+#define LOOKUP_CANCELLED "the lookup was cancelled before it started"
 
 static void
 lookup_answered (void *data, int err, struct ub_result *result)
@@ -240,6 +257,13 @@ lookup_cancelled (GCancellable *cancellable, gpointer data)
 
   /* Disconnecting from inside the handler would deadlock: the id is simply forgotten. */
   l->cancel_id = 0;
+  if (!l->started)
+    {
+      /* Inside g_cancellable_connect(), from pb_resolver_lookup(): the
+       * lookup is still the caller's, which frees it. */
+      l->cancelled_early = TRUE;
+      return;
+    }
   ub_cancel (l->resolver->ctx, l->id);
   g_hash_table_remove (l->resolver->lookups, GINT_TO_POINTER (l->id));
 }
@@ -247,20 +271,21 @@ lookup_cancelled (GCancellable *cancellable, gpointer data)
 typedef struct {
   PbDnsFunc done;
   gpointer user_data;
+  PbDnsStatus status;
   char *name;
   guint rrtype;
   char *error;
-  GCancellable *cancellable;
+  GCancellable *cancellable;  /* NULL when the answer is given whatever happens */
 } FailLater;
 
 static gboolean
 lookup_fail_later (gpointer data)
 {
   FailLater *f = data;
-  PbDnsAnswer answer = { sizeof answer, PB_DNS_PERMFAIL, f->name, f->rrtype, (const char *const[]) { NULL }, 0,
+  PbDnsAnswer answer = { sizeof answer, f->status, f->name, f->rrtype, (const char *const[]) { NULL }, 0,
                          FALSE, f->error };
 
-  /* As for a lookup under way: once cancelled, the caller hears nothing. */
+  /* As for a lookup under way: cancelled after the call, the caller hears nothing. */
   if (f->cancellable == NULL || !g_cancellable_is_cancelled (f->cancellable))
     f->done (&answer, f->user_data);
   g_clear_object (&f->cancellable);
@@ -272,13 +297,14 @@ lookup_fail_later (gpointer data)
 
 /* A lookup that cannot start fails from the loop, never inside the call. */
 static void
-lookup_fail (const char *name, guint rrtype, GCancellable *cancellable, const char *error, PbDnsFunc done,
-             gpointer user_data)
+lookup_fail (const char *name, guint rrtype, PbDnsStatus status, GCancellable *cancellable, const char *error,
+             PbDnsFunc done, gpointer user_data)
 {
   FailLater *f = g_new0 (FailLater, 1);
 
   f->done = done;
   f->user_data = user_data;
+  f->status = status;
   f->name = g_strdup (name);
   f->rrtype = rrtype;
   f->error = g_strdup (error);
@@ -286,6 +312,14 @@ lookup_fail (const char *name, guint rrtype, GCancellable *cancellable, const ch
   pb_idle_add (lookup_fail_later, f);
 }
 
+/*
+ * Cancellation, as pb-dns.h states it and the callers (spf, mx-sender,
+ * pb_conn_connect()) rely on: cancelling after the call drops the lookup
+ * and @done is not called. A cancellable that is already cancelled when the
+ * call is made (a policy request's, after the client left) starts nothing:
+ * @done runs once, from the loop, with PB_DNS_TEMPFAIL, so a caller that
+ * finishes its work in @done still finishes it.
+ */
 void
 pb_resolver_lookup (PbResolver *resolver, const char *name, guint rrtype, GCancellable *cancellable,
                     PbDnsFunc done, gpointer user_data)
@@ -294,9 +328,14 @@ pb_resolver_lookup (PbResolver *resolver, const char *name, guint rrtype, GCance
   int rc;
 
   g_return_if_fail (resolver != NULL && name != NULL && done != NULL);
+  if (cancellable != NULL && g_cancellable_is_cancelled (cancellable))
+    {
+      lookup_fail (name, rrtype, PB_DNS_TEMPFAIL, NULL, LOOKUP_CANCELLED, done, user_data);
+      return;
+    }
   if (*name == '\0' || strlen (name) > 253 || strpbrk (name, " \t\r\n") != NULL)
     {
-      lookup_fail (name, rrtype, cancellable, "not a valid domain name", done, user_data);
+      lookup_fail (name, rrtype, PB_DNS_PERMFAIL, cancellable, "not a valid domain name", done, user_data);
       return;
     }
   l = g_new0 (Lookup, 1);
@@ -305,21 +344,31 @@ pb_resolver_lookup (PbResolver *resolver, const char *name, guint rrtype, GCance
   l->rrtype = rrtype;
   l->done = done;
   l->user_data = user_data;
-  rc = ub_resolve_async (resolver->ctx, l->name, (int) rrtype, 1 /* IN */, l, lookup_answered, &l->id);
-  if (rc != 0)
-    {
-      lookup_fail (name, rrtype, cancellable, ub_strerror (rc), done, user_data);
-      lookup_free (l);
-      return;
-    }
-  g_hash_table_insert (resolver->lookups, GINT_TO_POINTER (l->id), l);
-  if (resolver->watch == 0)
-    resolver->watch = pb_unix_fd_add (ub_fd (resolver->ctx), G_IO_IN, resolver_readable, resolver);
+  /* Connected before the lookup starts, so that a handler run inside
+   * g_cancellable_connect() (the cancellable was cancelled since the check
+   * above) finds L not started and only marks it: L is freed here, once. */
   if (cancellable != NULL)
     {
       l->cancellable = g_object_ref (cancellable);
       l->cancel_id = g_cancellable_connect (cancellable, G_CALLBACK (lookup_cancelled), l, NULL);
+      if (l->cancelled_early)
+        {
+          lookup_fail (name, rrtype, PB_DNS_TEMPFAIL, NULL, LOOKUP_CANCELLED, done, user_data);
+          lookup_free (l);
+          return;
+        }
     }
+  rc = ub_resolve_async (resolver->ctx, l->name, (int) rrtype, 1 /* IN */, l, lookup_answered, &l->id);
+  if (rc != 0)
+    {
+      lookup_fail (name, rrtype, PB_DNS_PERMFAIL, cancellable, ub_strerror (rc), done, user_data);
+      lookup_free (l);
+      return;
+    }
+  l->started = TRUE;
+  g_hash_table_insert (resolver->lookups, GINT_TO_POINTER (l->id), l);
+  if (resolver->watch == 0)
+    resolver->watch = pb_unix_fd_add (ub_fd (resolver->ctx), G_IO_IN, resolver_readable, resolver);
 }
 
 PbResolver *

@@ -135,6 +135,7 @@ INTEGRATION_TESTS = \
 	tests/integration/test-directory.py \
 	tests/integration/test-outbound.py \
 	tests/integration/test-outbound-caps.py \
+	tests/integration/test-hostile-remote.py \
 	tests/integration/test-loop-sources.py \
 	tests/integration/test-log-hygiene.py \
 	tests/integration/test-example-plugin.sh

@@ -295,7 +295,15 @@ on_mx (const PbDnsAnswer *answer, gpointer data)
       break;
     case PB_DNS_OK:
     default:
-      kind = mx_plan_from_records (answer->records, self, (guint) mx->config->max_mx_hosts, mx->rand, &hosts);
+      {
+        g_autoptr (GPtrArray) refused = g_ptr_array_new_with_free_func (g_free);
+        kind = mx_plan_from_records (answer->records, self, (guint) mx->config->max_mx_hosts, mx->rand, refused,
+                                     &hosts);
+        for (guint i = 0; i < refused->len; i++)
+          pb_log_session (G_LOG_DOMAIN, G_LOG_LEVEL_WARNING, NULL, pb_delivery_get_queue_id (md->delivery),
+                          "an MX record of %s names '%s', which is not a host name: not used",
+                          md->domain, (const char *) g_ptr_array_index (refused, i));
+      }
       break;
     }
   switch (kind)

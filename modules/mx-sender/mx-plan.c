@@ -37,9 +37,39 @@ is_self (const char *host, const char *const *self_names)
   return FALSE;
 }
 
+gboolean
+mx_is_host_name (const char *name)
+{
+  gsize len = strlen (name);
+  gsize label = 0;
+  g_autoptr (GInetAddress) literal = NULL;
+
+  if (len == 0 || len > 253)
+    return FALSE;
+  for (gsize i = 0; i <= len; i++)
+    {
+      char c = name[i];
+      if (c == '.' || c == '\0')
+        {
+          /* A label: 1 to 63 octets, a letter or digit at either end. */
+          if (label == 0 || label > 63 || name[i - 1] == '-' || name[i - label] == '-')
+            break;
+          if (c == '\0')
+            return TRUE;
+          label = 0;
+        }
+      else if (g_ascii_isalnum (c) || c == '-')
+        label++;
+      else
+        break;
+    }
+  literal = g_inet_address_new_from_string (name);
+  return literal != NULL;
+}
+
 MxPlanKind
 mx_plan_from_records (const char *const *records, const char *const *self_names, guint max_hosts, GRand *rand,
-                      GPtrArray **hosts_out)
+                      GPtrArray *refused, GPtrArray **hosts_out)
 {
   g_autoptr (GArray) ranked = g_array_new (FALSE, FALSE, sizeof (Ranked));
   GPtrArray *hosts = g_ptr_array_new_with_free_func (mx_host_free);
@@ -72,6 +102,19 @@ mx_plan_from_records (const char *const *records, const char *const *self_names,
       r.host->host = g_ascii_strdown (name, -1);
       if (r.host->host[strlen (r.host->host) - 1] == '.')
         r.host->host[strlen (r.host->host) - 1] = '\0';
+      /* A host name from DNS reaches connections, logs, `queue show` and
+       * bounces: anything else is no MX at all. */
+      if (!mx_is_host_name (r.host->host))
+        {
+          if (refused != NULL)
+            {
+              GString *shown = g_string_new (NULL);
+              smtpc_text_escape (shown, name, -1);
+              g_ptr_array_add (refused, g_string_free (shown, FALSE));
+            }
+          mx_host_free (r.host);
+          continue;
+        }
       r.tiebreak = rand != NULL ? g_rand_int (rand) : 0;
       g_array_append_val (ranked, r);
     }

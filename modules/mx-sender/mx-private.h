@@ -58,9 +58,17 @@ typedef enum {
 
 /* From MX answers ("PREF HOST"): the hosts by preference, equal ones in
  * random order (RFC 5321 §5.1), at most @max_hosts, without this server
- * (@self_names) and every host not preferred over it. */
+ * (@self_names) and every host not preferred over it. A record whose host
+ * is not a host name (mx_is_host_name()) is dropped as unreadable; when
+ * @refused is not NULL, its host, made printable (smtpc_text_escape()),
+ * is added to it for the log. */
 MxPlanKind mx_plan_from_records (const char *const *records, const char *const *self_names, guint max_hosts,
-                                 GRand *rand, GPtrArray **hosts);
+                                 GRand *rand, GPtrArray *refused, GPtrArray **hosts);
+/* RFC 1123 §2.1 (RFC 1035 §2.3.1, RFC 5321 §4.1.2 "Domain"): labels of 1
+ * to 63 letters, digits and hyphens, not starting or ending with a hyphen,
+ * 253 octets at most; or an IP address, which an MX should not name but
+ * which is honoured. */
+gboolean mx_is_host_name (const char *name);
 /* "[192.0.2.1]" or "[IPv6:2001:db8::1]" (RFC 5321 §4.1.3): the address, or NULL. */
 char *mx_domain_literal (const char *domain);
 

@@ -14,7 +14,7 @@ plan (const char *records, const char *self, guint max, MxPlanKind *kind)
   g_autoptr (GPtrArray) hosts = NULL;
   GString *out = g_string_new (NULL);
 
-  *kind = mx_plan_from_records ((const char *const *) recs, selves, max, NULL, &hosts);
+  *kind = mx_plan_from_records ((const char *const *) recs, selves, max, NULL, NULL, &hosts);
   for (guint i = 0; i < hosts->len; i++)
     {
       MxHost *h = g_ptr_array_index (hosts, i);
@@ -22,6 +22,10 @@ plan (const char *records, const char *self, guint max, MxPlanKind *kind)
     }
   return g_string_free (out, FALSE);
 }
+
+#define LABEL63 "abcdefghij0123456789abcdefghij0123456789abcdefghij0123456789abc"
+/* 253 octets: 3 labels of 63, one of 61. */
+#define NAME253 LABEL63 "." LABEL63 "." LABEL63 ".abcdefghij0123456789abcdefghij0123456789abcdefghij0123456789a"
 
 static void
 test_plan (void **state)
@@ -44,6 +48,21 @@ test_plan (void **state)
     { "10 a.example.org|20 b.example.org|30 c.example.org", "", 2, MX_PLAN_HOSTS, "10 a.example.org|20 b.example.org" },
     { "x y", "", 5, MX_PLAN_INVALID, "" },
     { "", "", 5, MX_PLAN_HOSTS, "" },
+    /* Host names from DNS (RFC 1035 §2.3.1, RFC 5321 §4.1.2): anything else is
+     * as good as no record; the others are still used. */
+    { "10 mx\r\nbcc.example.org", "", 5, MX_PLAN_INVALID, "" },
+    { "10 mx\\013\\010bcc.example.org|20 mx2.example.org", "", 5, MX_PLAN_HOSTS, "20 mx2.example.org" },
+    { "10 a\x1b[2J.example.org|20 mx2.example.org", "", 5, MX_PLAN_HOSTS, "20 mx2.example.org" },
+    { "10 -a.example.org|10 a-.example.org|10 a_b.example.org|10 a..b.example.org|10 a b.example.org", "", 5,
+      MX_PLAN_INVALID, "" },
+    { "10 .example.org|10 a.example.org..|10 caf\xc3\xa9.example.org", "", 5, MX_PLAN_INVALID, "" },
+    { "10 " LABEL63 "x.example.org", "", 5, MX_PLAN_INVALID, "" },
+    { "10 " LABEL63 ".example.org", "", 5, MX_PLAN_HOSTS, "10 " LABEL63 ".example.org" },
+    { "10 " NAME253 "x", "", 5, MX_PLAN_INVALID, "" },
+    { "10 " NAME253, "", 5, MX_PLAN_HOSTS, "10 " NAME253 },
+    { "10 xn--bcher-kva.example|20 3com.example|30 a-b--c.example", "", 5, MX_PLAN_HOSTS,
+      "10 xn--bcher-kva.example|20 3com.example|30 a-b--c.example" },
+    { "10 192.0.2.25|20 2001:db8::25|30 2001:db8::25:x", "", 5, MX_PLAN_HOSTS, "10 192.0.2.25|20 2001:db8::25" },
   };
 
   for (guint i = 0; i < G_N_ELEMENTS (cases); i++)
@@ -53,6 +72,23 @@ test_plan (void **state)
       if (kind != cases[i].kind || strcmp (got, cases[i].hosts) != 0)
         fail_msg ("case %u: kind %d hosts '%s', expected %d '%s'", i, kind, got, cases[i].kind, cases[i].hosts);
     }
+}
+
+/* What was refused is kept, printable, for the log. */
+static void
+test_plan_refused (void **state)
+{
+  const char *recs[] = { "10 mx\r\nbcc.example.org", "20 mx\\013\\010bcc.example.org", "30 \x1b[2J.example.org",
+                         "40 mx.example.org", NULL };
+  g_autoptr (GPtrArray) refused = g_ptr_array_new_with_free_func (g_free);
+  g_autoptr (GPtrArray) hosts = NULL;
+
+  assert_int_equal (mx_plan_from_records (recs, NULL, 10, NULL, refused, &hosts), MX_PLAN_HOSTS);
+  assert_int_equal (hosts->len, 1);
+  assert_int_equal (refused->len, 3);
+  assert_string_equal (g_ptr_array_index (refused, 0), "mx\\x0d\\x0abcc.example.org");
+  assert_string_equal (g_ptr_array_index (refused, 1), "mx\\013\\010bcc.example.org");
+  assert_string_equal (g_ptr_array_index (refused, 2), "\\x1b[2J.example.org");
 }
 
 /* RFC 5321 §5.1: hosts of equal preference are tried in random order. */
@@ -66,7 +102,7 @@ test_plan_random_ties (void **state)
   for (guint round = 0; round < 200; round++)
     {
       g_autoptr (GPtrArray) hosts = NULL;
-      assert_int_equal (mx_plan_from_records (recs, NULL, 10, rand, &hosts), MX_PLAN_HOSTS);
+      assert_int_equal (mx_plan_from_records (recs, NULL, 10, rand, NULL, &hosts), MX_PLAN_HOSTS);
       assert_int_equal (hosts->len, 4);
       assert_string_equal (((MxHost *) g_ptr_array_index (hosts, 0))->host, "first.example.org");
       g_hash_table_add (seen, g_strdup (((MxHost *) g_ptr_array_index (hosts, 1))->host));
@@ -102,6 +138,7 @@ main (void)
 {
   const struct CMUnitTest tests[] = {
     cmocka_unit_test (test_plan),
+    cmocka_unit_test (test_plan_refused),
     cmocka_unit_test (test_plan_random_ties),
     cmocka_unit_test (test_literals),
   };

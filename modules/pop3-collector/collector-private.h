@@ -16,6 +16,12 @@ GQuark collector_error_quark (void);
 #define COLLECTOR_HOLD_MAX (64 * 1024)
 /* Header addresses routed per message at most (route-by-headers). */
 #define COLLECTOR_MAX_HEADER_RCPTS 100
+/* What one POP3 session may make the collector hold (docs/pop3-collector.md,
+ * "Limits"): messages in the UIDL and LIST answers (each kept costs about
+ * 150 octets), and capability lines in the CAPA answer. A server that
+ * sends more gets the run aborted before anything is fetched or deleted. */
+#define COLLECTOR_MAX_LISTED 100000
+#define COLLECTOR_MAX_CAPA_LINES 100
 
 typedef enum {
   COLLECTOR_SECURITY_NONE,

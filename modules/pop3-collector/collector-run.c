@@ -30,8 +30,12 @@
 
 /* Body lines longer than this reach storage in pieces of this size. */
 #define LINE_PIECE 16384
-/* A reply or listing line longer than this is not POP3 (RFC 2449 §4: 512). */
+/* A status line longer than this is not POP3 (RFC 2449 §4: 512; greetings
+ * and error texts of some servers are longer). */
 #define LINE_MAX_REPLY 8192
+/* A line of the CAPA, UIDL or LIST answer: RFC 2449 §4 says 512 octets;
+ * a UIDL line is at most 82 (RFC 1939 §7). */
+#define LINE_MAX_LISTING 1024
 
 typedef enum {
   ST_START,         /* listing the known origins */
@@ -98,7 +102,9 @@ struct _CollectorRun {
   char *apop_stamp;
   GString *line;              /* the line being assembled */
   gint64 stat_count;          /* -1 before STAT */
-  GArray *msgs;               /* Msg, in server order */
+  GArray *msgs;               /* Msg, in server order; at most COLLECTOR_MAX_LISTED */
+  GHashTable *by_number;      /* message number -> index in msgs + 1, for LIST */
+  guint listing_lines;        /* lines of the CAPA or LIST answer so far */
   gboolean listed;            /* UIDL and LIST completed: the server's whole list is known */
   GHashTable *known;          /* UIDL -> gint64 * first seen (unix) */
   guint next;
@@ -167,6 +173,7 @@ run_unref (CollectorRun *r)
   for (guint i = 0; i < r->msgs->len; i++)
     g_free (g_array_index (r->msgs, Msg, i).uidl);
   g_array_unref (r->msgs);
+  g_hash_table_unref (r->by_number);
   g_array_unref (r->waiters);
   g_hash_table_unref (r->known);
   g_string_free (r->line, TRUE);
@@ -371,6 +378,7 @@ run_lost (CollectorRun *r, const GError *error)
           for (guint i = 0; i < r->msgs->len; i++)
             g_free (g_array_index (r->msgs, Msg, i).uidl);
           g_array_set_size (r->msgs, 0);
+          g_hash_table_remove_all (r->by_number);
           r->listed = TRUE;
           run_finish (r);
           return;
@@ -938,13 +946,14 @@ run_after_capa (CollectorRun *r)
 static Msg *
 run_find_msg (CollectorRun *r, guint number)
 {
-  /* UIDL lists in order, so the index is usually number - 1. */
+  guint index;
+
+  /* UIDL lists in order, so the index is usually number - 1; otherwise
+   * the table (a scan per LIST line would be quadratic). */
   if (number >= 1 && number <= r->msgs->len && g_array_index (r->msgs, Msg, number - 1).number == number)
     return &g_array_index (r->msgs, Msg, number - 1);
-  for (guint i = 0; i < r->msgs->len; i++)
-    if (g_array_index (r->msgs, Msg, i).number == number)
-      return &g_array_index (r->msgs, Msg, i);
-  return NULL;
+  index = GPOINTER_TO_UINT (g_hash_table_lookup (r->by_number, GUINT_TO_POINTER (number)));
+  return index > 0 ? &g_array_index (r->msgs, Msg, index - 1) : NULL;
 }
 
 static void
@@ -1024,13 +1033,19 @@ run_line (CollectorRun *r, const char *line)
       return;
     case ST_CAPA:
       if (ok)
-        r->state = ST_CAPA_LIST;
+        {
+          r->state = ST_CAPA_LIST;
+          r->listing_lines = 0;
+        }
       else
         run_after_capa (r);  /* RFC 2449 is optional for servers */
       return;
     case ST_CAPA_LIST:
       if (strcmp (line, ".") == 0)
         run_after_capa (r);
+      else if (++r->listing_lines > COLLECTOR_MAX_CAPA_LINES)
+        run_fail (r, "%s sent more than %d CAPA lines; nothing was fetched or deleted", r->peer,
+                  COLLECTOR_MAX_CAPA_LINES);
       else if (g_ascii_strcasecmp (line, "STLS") == 0)
         r->cap_stls = TRUE;
       else if (g_ascii_strncasecmp (line, "SASL ", 5) == 0)
@@ -1099,12 +1114,20 @@ run_line (CollectorRun *r, const char *line)
       else
         {
           Msg m = { 0, NULL, -1 };
+          if (r->msgs->len >= COLLECTOR_MAX_LISTED)
+            {
+              run_fail (r, "%s lists more than %d messages in its UIDL answer, more than one session may take; "
+                        "nothing was fetched or deleted", r->peer, COLLECTOR_MAX_LISTED);
+              return;
+            }
           if (!collector_parse_uidl_line (line, &m.number, &m.uidl))
             {
               run_fail (r, "%s sent a malformed UIDL line: \"%.80s\"", r->peer, line);
               return;
             }
           g_array_append_val (r->msgs, m);
+          if (!g_hash_table_contains (r->by_number, GUINT_TO_POINTER (m.number)))
+            g_hash_table_insert (r->by_number, GUINT_TO_POINTER (m.number), GUINT_TO_POINTER (r->msgs->len));
         }
       return;
     case ST_LIST:
@@ -1114,6 +1137,7 @@ run_line (CollectorRun *r, const char *line)
           return;
         }
       r->state = ST_LIST_LIST;
+      r->listing_lines = 0;
       return;
     case ST_LIST_LIST:
       if (strcmp (line, ".") == 0)
@@ -1127,6 +1151,12 @@ run_line (CollectorRun *r, const char *line)
           guint number;
           gint64 size;
           Msg *m;
+          if (++r->listing_lines > COLLECTOR_MAX_LISTED)
+            {
+              run_fail (r, "%s lists more than %d messages in its LIST answer, more than one session may take; "
+                        "nothing was fetched or deleted", r->peer, COLLECTOR_MAX_LISTED);
+              return;
+            }
           if (!collector_parse_list_line (line, &number, &size))
             {
               run_fail (r, "%s sent a malformed LIST line: \"%.80s\"", r->peer, line);
@@ -1175,7 +1205,8 @@ run_feed (CollectorRun *r, const guint8 *data, gsize n)
   while (used < n && run_is_reading (r))
     {
       gboolean body = r->state == ST_RETR_DATA;
-      gsize cap = body ? LINE_PIECE : LINE_MAX_REPLY;
+      gboolean listing = r->state == ST_CAPA_LIST || r->state == ST_UIDL_LIST || r->state == ST_LIST_LIST;
+      gsize cap = body ? LINE_PIECE : listing ? LINE_MAX_LISTING : LINE_MAX_REPLY;
       const guint8 *p = data + used;
       const guint8 *lf = memchr (p, '\n', n - used);
       gsize take = lf != NULL ? (gsize) (lf - p) + 1 : n - used;
@@ -1185,7 +1216,7 @@ run_feed (CollectorRun *r, const guint8 *data, gsize n)
         {
           if (!body)
             {
-              run_fail (r, "%s sent a line longer than %d octets", r->peer, LINE_MAX_REPLY);
+              run_fail (r, "%s sent a line longer than %zu octets (%s)", r->peer, cap, state_names[r->state]);
               return n;
             }
           take = cap - r->line->len;
@@ -1378,6 +1409,7 @@ collector_run_start (Collector *c, CollectorDoneFunc done, gpointer user_data)
   r->waiters = g_array_new (FALSE, FALSE, sizeof (Waiter));
   r->line = g_string_sized_new (512);
   r->msgs = g_array_new (FALSE, FALSE, sizeof (Msg));
+  r->by_number = g_hash_table_new (NULL, NULL);
   r->known = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
   r->cancel = g_cancellable_new ();
   r->stat_count = -1;

@@ -43,13 +43,17 @@ class ScriptedPop3(Listener):
     """A small POP3 server (RFC 1939) over a list of messages (bytes with CRLF line ends).
 
     quirks: "close-on-empty-list" closes the connection on UIDL/LIST of an empty maildrop
-    (VPOP3's old behaviour, socket error 10503); "no-uidl" answers UIDL with -ERR."""
+    (VPOP3's old behaviour, socket error 10503); "no-uidl" answers UIDL with -ERR. Hostile
+    ones: "flood-uidl" and "flood-capa" follow the true listing with FLOOD more valid lines
+    and then wait, never sending the final "." (an endless listing, bounded for the test);
+    "long-uidl-line" answers UIDL with one line of a megabyte that does not end."""
 
-    def __init__(self, messages=(), user="alice", password="secret", apop=True, quirks=()):
+    def __init__(self, messages=(), user="alice", password="secret", apop=True, quirks=(), flood=200000):
         self.messages = list(messages)
         self.deleted_total = []
         self.user, self.password = user, password
         self.apop, self.quirks = apop, set(quirks)
+        self.flood = flood
         self.stamp = "<4711.1234567890@scripted.test>"
         self.commands = []
         super().__init__()
@@ -77,7 +81,11 @@ class ScriptedPop3(Listener):
             word = line.split(" ")[0].upper()
             self.commands.append(word)
             live = [(i + 1, m) for i, m in enumerate(self.messages) if i + 1 not in deleted]
-            if word == "CAPA":
+            if word == "CAPA" and "flood-capa" in self.quirks:
+                send("+OK\r\nUSER\r\nUIDL")
+                self._flood(conn, f, lambda n: b"X-FLOOD-%07d %s\r\n" % (n, b"x" * 60))
+                return
+            elif word == "CAPA":
                 send("+OK\r\nUSER\r\nUIDL\r\n.")
             elif word == "USER":
                 user_ok = line[5:] == self.user
@@ -100,9 +108,18 @@ class ScriptedPop3(Listener):
                 if word == "UIDL" and "no-uidl" in self.quirks:
                     send("-ERR command not implemented")
                     continue
+                if word == "UIDL" and "long-uidl-line" in self.quirks:
+                    conn.sendall(b"+OK\r\n1 " + b"u" * (1 << 20))
+                    f.readline(1024)  # until the client gives up
+                    return
                 send("+OK")
                 for n, m in live:
                     send("%d %s" % (n, ("uid-%d" % n) if word == "UIDL" else len(m)))
+                if word == "UIDL" and "flood-uidl" in self.quirks:
+                    # UIDs of the longest valid form (70 characters, RFC 1939 §7).
+                    first = len(live) + 1
+                    self._flood(conn, f, lambda n: b"%d flood-%064d\r\n" % (first + n, first + n))
+                    return
                 send(".")
             elif word == "RETR":
                 n = int(line[5:])
@@ -123,6 +140,17 @@ class ScriptedPop3(Listener):
                 return
             else:
                 send("-ERR unknown")
+
+
+    def _flood(self, conn, f, make_line):
+        """Sends self.flood lines made by MAKE_LINE(n), in large writes, then waits for the
+        client to give up (it closes, or the socket times out)."""
+        n = 0
+        while n < self.flood:
+            chunk = b"".join(make_line(n + k) for k in range(min(5000, self.flood - n)))
+            n += 5000
+            conn.sendall(chunk)
+        f.readline(1024)
 
 
 class CutProxy(Listener):

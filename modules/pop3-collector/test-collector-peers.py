@@ -431,6 +431,60 @@ def test_scripted_apop_empty_list_and_no_uidl():
             s.close()
 
 
+def peak_rss(pid):
+    """The process's peak resident set so far (VmHWM), in octets."""
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise Failure("no VmHWM for pid %d" % pid)
+
+
+# The bounds of docs/pop3-collector.md ("Limits").
+MAX_LISTED = 100000
+FLOOD = 1000000
+
+
+def test_scripted_endless_listings():
+    """A hostile server: listings that never end, a line that never ends. Each run is aborted with
+    the reason, the daemon's memory stays modest, and nothing is fetched, deleted, lost or stored
+    twice: once the server behaves, both messages arrive, once."""
+    peer = pop3_script.ScriptedPop3(messages=[message("flood 1"), message("flood 2")], quirks=("flood-uidl",),
+                                    flood=FLOOD)
+    env = Env()
+    try:
+        env.set_collectors(env.collector("flood", peer.port, "mailbox = bob@example.org\n"))
+        env.restart()
+        pid = env.d.proc.pid
+        before = peak_rss(pid)
+        out = env.collect("flood", expect=1)
+        grown = peak_rss(pid) - before
+        check("lists more than %d messages in its UIDL answer" % MAX_LISTED in out,
+              "endless UIDL: %r (the daemon grew by %d MB)" % (out, grown >> 20))
+        # A million UIDL lines of 70-character UIDs were sent: only the bound's worth may be kept.
+        check(grown < 48 * 1024 * 1024, "the daemon grew by %d MB on an endless UIDL listing" % (grown >> 20))
+        check("run failed" in env.d.read_log(), "the failed run is not logged")
+        check("RETR" not in peer.commands and "DELE" not in peer.commands, "commands after the flood: %r"
+              % peer.commands)
+
+        peer.quirks = {"flood-capa"}
+        out = env.collect("flood", expect=1)
+        check("sent more than 100 CAPA lines" in out, "endless CAPA: %r" % out)
+
+        peer.quirks = {"long-uidl-line"}
+        out = env.collect("flood", expect=1)
+        check("sent a line longer than" in out, "endless UIDL line: %r" % out)
+
+        peer.quirks = set()
+        check(env.collect("flood") == "2 new, 0 skipped, 2 deleted", "run against the mended server")
+        check(env.collect("flood") == "0 new, 0 skipped, 0 deleted", "second run")
+        check(subjects(env.mailbox("bob@example.org")) == ["flood 1", "flood 2"], "bob's mailbox")
+        env.finish()
+    finally:
+        env.d.close()
+        peer.close()
+
+
 def test_own_pop3_server_as_peer():
     env = Env()
     try:
@@ -481,5 +535,6 @@ if __name__ == "__main__":
     only = [t for t in sys.argv[1:]]
     tests = [test_dovecot_leave_on_server_exactly_once, test_dovecot_delete_after_download_and_expiry,
              test_dovecot_catch_all_and_max_size, test_dovecot_cut_mid_retr_then_exactly_once,
-             test_scripted_apop_empty_list_and_no_uidl, test_own_pop3_server_as_peer, test_bad_configuration]
+             test_scripted_apop_empty_list_and_no_uidl, test_scripted_endless_listings, test_own_pop3_server_as_peer,
+             test_bad_configuration]
     run_tests([t for t in tests if not only or t.__name__ in only])

@@ -16,6 +16,23 @@ smtpc_reply_free (SmtpcReply *reply)
   g_free (reply);
 }
 
+void
+smtpc_text_escape (GString *out, const char *text, gssize len)
+{
+  gsize n = len < 0 ? strlen (text) : (gsize) len;
+
+  for (gsize i = 0; i < n; i++)
+    {
+      guint8 c = (guint8) text[i];
+      if (c == '\t')
+        g_string_append_c (out, ' ');
+      else if (c < 0x20 || c > 0x7e)
+        g_string_append_printf (out, "\\x%02x", c);
+      else
+        g_string_append_c (out, (char) c);
+    }
+}
+
 char *
 smtpc_reply_to_string (const SmtpcReply *reply)
 {
@@ -24,9 +41,22 @@ smtpc_reply_to_string (const SmtpcReply *reply)
   g_string_printf (s, "%03u", reply->code);
   if (reply->enhanced != NULL)
     g_string_append_printf (s, " %s", reply->enhanced);
-  for (guint i = 0; reply->lines != NULL && reply->lines[i] != NULL; i++)
+  for (guint i = 0; reply->lines != NULL && reply->lines[i] != NULL && s->len <= SMTPC_MAX_REPLY_TEXT; i++)
     if (reply->lines[i][0] != '\0')
       g_string_append_printf (s, " %s", reply->lines[i]);
+  if (s->len > SMTPC_MAX_REPLY_TEXT)
+    {
+      /* The text is ASCII (smtpc_text_escape()); do not cut an escape in two. */
+      gsize cut = SMTPC_MAX_REPLY_TEXT - 3;
+      for (gsize back = 1; back <= 3; back++)
+        if (s->str[cut - back] == '\\' && s->str[cut - back + 1] == 'x')
+          {
+            cut -= back;
+            break;
+          }
+      g_string_truncate (s, cut);
+      g_string_append (s, "...");
+    }
   return g_string_free (s, FALSE);
 }
 
@@ -136,7 +166,12 @@ parser_line (SmtpcReplyParser *p)
     }
   if (p->lines->len >= SMTPC_MAX_REPLY_LINES)
     return parser_fail (p, "a reply has too many lines");
-  g_ptr_array_add (p->lines, g_strdup (text));
+  /* Where remote text enters: nothing after this sees a control octet. */
+  {
+    GString *safe = g_string_sized_new (len + 1);
+    smtpc_text_escape (safe, text, -1);  /* a line with a NUL octet was refused */
+    g_ptr_array_add (p->lines, g_string_free (safe, FALSE));
+  }
   g_string_truncate (p->line, 0);
   if (!last)
     return SMTPC_PARSE_MORE;

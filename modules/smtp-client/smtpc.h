@@ -51,15 +51,26 @@ typedef struct {
 } SmtpcReply;
 
 void smtpc_reply_free (SmtpcReply *reply);
-/* "550 5.1.1 text of line one text of line two" (lines joined by a space). */
+/* "550 5.1.1 text of line one text of line two" (lines joined by a space),
+ * at most SMTPC_MAX_REPLY_TEXT octets: longer text ends in "...". This is
+ * the text results, bounces, `queue show` and logs get. */
 char *smtpc_reply_to_string (const SmtpcReply *reply);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (SmtpcReply, smtpc_reply_free)
+
+/* Remote text made safe to store and show (a terminal, a bounce, a log):
+ * printable ASCII (RFC 5321 §4.2's textstring) is kept, HT becomes a
+ * space, and every other octet (controls, DEL, anything above 0x7e)
+ * becomes \xHH. Appended to OUT; LEN < 0 means up to the NUL. The reply
+ * parser applies it to every reply line. */
+void smtpc_text_escape (GString *out, const char *text, gssize len);
 
 /* The longest reply line accepted (RFC 5321 §4.5.3.1.5 says 512; servers
  * exceed it in texts), and the most lines and octets of one reply. */
 #define SMTPC_MAX_REPLY_LINE 4096
 #define SMTPC_MAX_REPLY_LINES 200
 #define SMTPC_MAX_REPLY_SIZE (64 * 1024)
+/* The most text of one reply kept for people (smtpc_reply_to_string()). */
+#define SMTPC_MAX_REPLY_TEXT 1024
 
 typedef enum {
   SMTPC_PARSE_MORE,   /* every octet given was used; the reply is not complete */

@@ -84,6 +84,63 @@ test_replies (void **state)
       }
 }
 
+/* Remote text reaches bounces, `queue show` and terminals: every octet
+ * outside printable ASCII (RFC 5321 §4.2's textstring) is escaped as \xHH
+ * where the text enters; HT, which the RFC allows, becomes a space. */
+static void
+test_reply_text_escaped (void **state)
+{
+  static const struct {
+    const char *in;
+    const char *out;
+  } cases[] = {
+    { "550 5.1.1 evil\x1b[2J\rX done\r\n", "550|5.1.1|evil\\x1b[2J\\x0dX done" },
+    { "550-5.1.1 one\x07\r\n550 5.1.1 \x1b]0;title\x07two\r\n", "550|5.1.1|one\\x07/\\x1b]0;title\\x07two" },
+    { "451 del\x7f and \x01\x1f\r\n", "451||del\\x7f and \\x01\\x1f" },
+    { "250 a\tb\r\n", "250||a b" },
+    { "550 c1 \xc2\x9b" "2J\r\n", "550||c1 \\xc2\\x9b2J" },                      /* U+009B, CSI */
+    { "550 bidi \xe2\x80\xae" "evil\r\n", "550||bidi \\xe2\\x80\\xae" "evil" },     /* U+202E */
+    { "550 latin1 \xfc\xff\r\n", "550||latin1 \\xfc\\xff" },
+    { "550 5.1.1 Gr\xc3\xbc\xc3\x9f" "e\r\n", "550|5.1.1|Gr\\xc3\\xbc\\xc3\\x9f" "e" },   /* RFC 5321 text is ASCII */
+  };
+
+  for (guint i = 0; i < G_N_ELEMENTS (cases); i++)
+    for (gsize step = 0; step <= 3; step++)
+      {
+        g_autofree char *got = parse_all (cases[i].in, step);
+        if (strcmp (got, cases[i].out) != 0)
+          fail_msg ("case %u, step %zu: '%s', expected '%s'", i, step, got, cases[i].out);
+      }
+}
+
+/* The text kept of one reply (for results, bounces, `queue show`) is capped. */
+static void
+test_reply_text_capped (void **state)
+{
+  GString *in = g_string_new (NULL);
+  SmtpcReplyParser p;
+  gsize used = 0;
+  g_autofree char *text = NULL;
+
+  for (int i = 0; i < 100; i++)
+    g_string_append_printf (in, "550-5.7.1 line %03d \x1b[31m%s\r\n", i, "................................");
+  g_string_append (in, "550 5.7.1 last\r\n");
+  smtpc_reply_parser_init (&p);
+  assert_int_equal (smtpc_reply_parser_feed (&p, (const guint8 *) in->str, in->len, &used), SMTPC_PARSE_DONE);
+  {
+    g_autoptr (SmtpcReply) r = smtpc_reply_parser_take (&p);
+    text = smtpc_reply_to_string (r);
+  }
+  smtpc_reply_parser_clear (&p);
+  g_string_free (in, TRUE);
+  if (strlen (text) > SMTPC_MAX_REPLY_TEXT)
+    fail_msg ("%zu octets kept, at most %d expected", strlen (text), SMTPC_MAX_REPLY_TEXT);
+  assert_true (g_str_has_prefix (text, "550 5.7.1 line 000 \\x1b[31m"));
+  assert_true (g_str_has_suffix (text, "..."));
+  assert_true (g_utf8_validate (text, -1, NULL));
+  assert_null (strchr (text, '\x1b'));
+}
+
 static void
 test_reply_limits (void **state)
 {
@@ -349,6 +406,8 @@ main (void)
   const struct CMUnitTest tests[] = {
     cmocka_unit_test (test_replies),
     cmocka_unit_test (test_reply_limits),
+    cmocka_unit_test (test_reply_text_escaped),
+    cmocka_unit_test (test_reply_text_capped),
     cmocka_unit_test (test_reply_stops),
     cmocka_unit_test (test_caps),
     cmocka_unit_test (test_stuffing),

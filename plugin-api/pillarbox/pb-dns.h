@@ -145,7 +145,10 @@ typedef struct {
  * @user_data: as given
  *
  * The end of a lookup, on the loop thread, never from inside
- * pb_resolver_lookup(). Not called after the lookup was cancelled.
+ * pb_resolver_lookup(). Not called when the lookup is cancelled while it
+ * runs; called once, with %PB_DNS_TEMPFAIL, when the cancellable was
+ * already cancelled at the call (since ABI 1.2; before, that case
+ * corrupted memory).
  *
  * Since: ABI 1.0
  */
@@ -199,7 +202,9 @@ PB_API void pb_resolver_unref (PbResolver *resolver);
  * @resolver: a resolver
  * @name: the name to look up
  * @rrtype: %PB_DNS_A, %PB_DNS_MX, ...
- * @cancellable: (nullable): cancelling it drops the lookup; @done is then not called
+ * @cancellable: (nullable): cancelling it drops the lookup; @done is then not
+ *   called. A cancellable cancelled already starts nothing, and @done gets
+ *   %PB_DNS_TEMPFAIL later, on the loop
  * @done: called once with the answer
  * @user_data: passed to @done
  *

@@ -370,6 +370,67 @@ def test_background_mode():
         check(p.returncode == 1 and "unknown key 'nope'" in p.stderr, p.stderr)
 
 
+def pidfile_attack(plant):
+    """Plants something at STATE/pillarboxd.pid as the run user could (the state directory is
+    theirs), starts the daemon, and returns (exit status, output, victim's content after)."""
+    with Daemon(example_conf(free_port())) as d:
+        victim = os.path.join(d.tmp, "victim")
+        with open(victim, "w") as f:
+            f.write("root:precious:0:0\n")
+        os.chmod(victim, 0o600)
+        os.makedirs(d.state, mode=0o750)
+        pidfile = os.path.join(d.state, "pillarboxd.pid")
+        plant(victim, pidfile)
+        user = run_user()
+        if user:
+            pw = pwd.getpwnam(user)
+            os.chown(d.state, pw.pw_uid, pw.pw_gid)
+            os.lchown(pidfile, pw.pw_uid, pw.pw_gid)
+        d.start(wait=False)
+        try:
+            d.wait_notify("READY=1")
+            started = True
+        except Failure:
+            started = False  # it exited
+        with open(victim) as f:
+            after = f.read()
+        check(not started, "pillarboxd started over a planted pid file (victim now %r):\n%s" % (after, d.read_log()))
+        return d.proc.wait(TIMEOUT), d.read_log(), after
+
+
+def test_pidfile_symlink_not_followed():
+    # Root at start-up must neither truncate nor write through a symbolic link
+    # that the run user planted in its state directory.
+    status, log, after = pidfile_attack(lambda victim, pidfile: os.symlink(victim, pidfile))
+    check(after == "root:precious:0:0\n", "the victim was overwritten through the symlink: %r" % after)
+    check(status == 1, "exit %s:\n%s" % (status, log))
+    errors = [line for line in log.splitlines() if line.startswith("pillarboxd: ")]
+    check(len(errors) == 1 and "is a symbolic link" in errors[0], log)
+
+
+def test_pidfile_hard_link_refused():
+    # A second name for another file (where protected_hardlinks does not stop it).
+    status, log, after = pidfile_attack(lambda victim, pidfile: os.link(victim, pidfile))
+    check(after == "root:precious:0:0\n", "the victim was overwritten through the hard link: %r" % after)
+    check(status == 1 and "has other names (hard links)" in log, "exit %s:\n%s" % (status, log))
+
+
+def test_pidfile_fifo_refused():
+    status, log, after = pidfile_attack(lambda victim, pidfile: os.mkfifo(pidfile))
+    check(status == 1 and "not a regular file" in log, "exit %s:\n%s" % (status, log))
+
+
+def test_pidfile_stale_replaced():
+    # A stale pid file, longer than the new pid, of a daemon that died: replaced whole.
+    with Daemon(example_conf(free_port())) as d:
+        os.makedirs(d.state, mode=0o750)
+        with open(os.path.join(d.state, "pillarboxd.pid"), "w") as f:
+            f.write("4194303999\n")
+        d.start()
+        with open(os.path.join(d.state, "pillarboxd.pid")) as f:
+            check(f.read() == "%d\n" % d.proc.pid, "pid file not rewritten")
+
+
 if __name__ == "__main__":
     run_tests([
         test_check_config_shipped,
@@ -389,4 +450,8 @@ if __name__ == "__main__":
         test_cli_without_daemon,
         test_start_failures,
         test_background_mode,
+        test_pidfile_symlink_not_followed,
+        test_pidfile_hard_link_refused,
+        test_pidfile_fifo_refused,
+        test_pidfile_stale_replaced,
     ])

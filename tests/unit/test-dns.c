@@ -22,7 +22,11 @@ static const char zone[] =
   "loop     IN AAAA ::1\n"
   /* Not under 192.0.2.0/24: libunbound answers reverse lookups of reserved
    * ranges itself (RFC 6303 local zones). */
-  "4.3.2.1.in-addr.arpa. IN PTR mx1.example.org.\n";
+  "4.3.2.1.in-addr.arpa. IN PTR mx1.example.org.\n"
+  /* Names are any octets on the wire: CR LF, ESC, DEL, a space, a backslash. */
+  "evil     IN MX 10 mx\\013\\010bcc.example.org.\n"
+  "evil     IN MX 20 a\\027[2J.b\\092c.example.org.\n"
+  "5.3.2.1.in-addr.arpa. IN PTR x\\127\\032y.example.org.\n";
 
 typedef struct {
   char *dir;
@@ -129,6 +133,10 @@ test_lookups (void **state)
     { "mx1.example.org", PB_DNS_MX, PB_DNS_NODATA, "" },
     { "x.servfail.example.org", PB_DNS_A, PB_DNS_TEMPFAIL, "" },
     { "bad name", PB_DNS_A, PB_DNS_PERMFAIL, "" },
+    /* RFC 1035 §5.1's escapes: a name's text never holds a control octet
+     * or a blank, and a backslash in it starts an escape. */
+    { "evil.example.org", PB_DNS_MX, PB_DNS_OK, "10 mx\\013\\010bcc.example.org|20 a\\027[2j.b\\\\c.example.org" },
+    { "5.3.2.1.in-addr.arpa", PB_DNS_PTR, PB_DNS_OK, "x\\127\\032y.example.org" },
   };
 
   for (guint i = 0; i < G_N_ELEMENTS (cases); i++)
@@ -165,6 +173,35 @@ test_cancel (void **state)
   pbt_loop_run_for (100);
   assert_false (r.done);
   g_strfreev (other.records);
+}
+
+/* A plugin may pass a policy request's cancellable after the client left:
+ * cancelled before the call. The lookup is not started; done still runs
+ * once, later, from the loop, with a temporary failure that says why. */
+static void
+test_already_cancelled (void **state)
+{
+  Fixture *f = *state;
+  static const char *const names[] = { "mx1.example.org", "bad name" };
+
+  for (guint i = 0; i < G_N_ELEMENTS (names); i++)
+    {
+      Result r = { 0 };
+      g_autoptr (GCancellable) c = g_cancellable_new ();
+
+      g_cancellable_cancel (c);
+      pb_resolver_lookup (f->resolver, names[i], PB_DNS_A, c, on_answer, &r);
+      if (r.done)
+        fail_msg ("case %u (%s): answered from inside the call", i, names[i]);
+      if (!pbt_loop_until (&r.done, 1000))
+        fail_msg ("case %u (%s): no answer", i, names[i]);
+      if (r.status != PB_DNS_TEMPFAIL)
+        fail_msg ("case %u (%s): status %d, expected TEMPFAIL", i, names[i], r.status);
+      assert_null (r.records[0]);
+      g_strfreev (r.records);
+      /* on_answer() fails on a second call. */
+      pbt_loop_run_for (100);
+    }
 }
 
 static void
@@ -306,6 +343,7 @@ main (void)
   const struct CMUnitTest tests[] = {
     cmocka_unit_test_setup_teardown (test_lookups, setup, teardown),
     cmocka_unit_test_setup_teardown (test_cancel, setup, teardown),
+    cmocka_unit_test_setup_teardown (test_already_cancelled, setup, teardown),
     cmocka_unit_test_setup_teardown (test_unref_with_lookup_pending, setup, teardown),
     cmocka_unit_test (test_servers_and_reverse),
     cmocka_unit_test_setup_teardown (test_connect, setup, teardown),
