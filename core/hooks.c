@@ -152,6 +152,7 @@ struct _PbPolicyRequest {
   gboolean in_call;
   gboolean running;
   gboolean finished;
+  gboolean session_ended;     /* finished because the client left, not by a verdict */
   GSource *timeout;
   PbVerdictKind kind;
   guint code;
@@ -325,7 +326,12 @@ request_finish (PbPolicyRequest *req)
   verdict.enhanced = req->enhanced;
   verdict.text = req->text;
   verdict.module = req->answered_by;
-  if (req->kind != PB_VERDICT_CONTINUE && req->kind != PB_VERDICT_ACCEPT && req->session != NULL)
+  /* A stage cut short because the client left is no policy decision: the
+   * mail it was about may well be stored and acknowledged already. */
+  if (req->session_ended)
+    pb_log_session ("pillarbox", G_LOG_LEVEL_DEBUG, req->session, NULL, "%s: not finished, the session ended",
+                    pb_stage_to_string (req->stage));
+  else if (req->kind != PB_VERDICT_CONTINUE && req->kind != PB_VERDICT_ACCEPT && req->session != NULL)
     pb_log_session ("pillarbox", G_LOG_LEVEL_INFO, req->session, NULL, "%s: %s by %s: %u %s %s",
                     pb_stage_to_string (req->stage),
                     req->kind == PB_VERDICT_REJECT ? "rejected" : "deferred",
@@ -452,6 +458,7 @@ request_end_for_session (gpointer data)
 
   if (!req->finished)
     {
+      req->session_ended = TRUE;
       request_set_verdict (req, PB_VERDICT_TEMPFAIL, 451, "4.3.0", "Session ended", "core");
       request_finish (req);
     }
