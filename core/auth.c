@@ -148,7 +148,7 @@ auth_work (gpointer data, gpointer pool_data)
       else
         job->result = PB_AUTH_OK;
     }
-  pb_idle_add (auth_deliver, job);
+  pb_idle_add_full (G_PRIORITY_DEFAULT, auth_deliver, job, NULL);
 }
 
 static void
@@ -190,7 +190,7 @@ auth_user_got (GVariant *result, const GError *error, gpointer user_data)
       job->result = PB_AUTH_TEMPFAIL;
       job->reason = "directory unavailable";
       g_warning ("authentication of %s: %s", job->user, error->message);
-      pb_idle_add (auth_deliver, job);
+      pb_idle_add_full (G_PRIORITY_DEFAULT, auth_deliver, job, NULL);
       return;
     }
   if (result != NULL && g_variant_is_of_type (result, G_VARIANT_TYPE ("(sssx)")))

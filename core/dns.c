@@ -309,7 +309,7 @@ lookup_fail (const char *name, guint rrtype, PbDnsStatus status, GCancellable *c
   f->rrtype = rrtype;
   f->error = g_strdup (error);
   f->cancellable = cancellable != NULL ? g_object_ref (cancellable) : NULL;
-  pb_idle_add (lookup_fail_later, f);
+  pb_idle_add_full (G_PRIORITY_DEFAULT, lookup_fail_later, f, NULL);
 }
 
 /*

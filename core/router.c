@@ -77,7 +77,10 @@ route_deliver (gpointer data)
   return G_SOURCE_REMOVE;
 }
 
-/* Answers from an idle: the caller is never re-entered from inside pb_router_resolve(). */
+/* Answers from an idle: the caller is never re-entered from inside
+ * pb_router_resolve(). At the default priority, not idle's: a client is
+ * waiting for this answer, and a loop kept busy by other sessions (a
+ * flood draining) must not starve it. */
 static void
 route_finish (RouteJob *job, PbRouteKind kind, guint code, const char *enhanced, char *text)
 {
@@ -85,7 +88,7 @@ route_finish (RouteJob *job, PbRouteKind kind, guint code, const char *enhanced,
   job->code = code;
   job->enhanced = enhanced;
   job->text = text;
-  pb_idle_add (route_deliver, job);
+  pb_idle_add_full (G_PRIORITY_DEFAULT, route_deliver, job, NULL);
 }
 
 /* Lower-cases the domain (RFC 5321 §2.4: local parts are case-sensitive in

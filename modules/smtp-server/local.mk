@@ -51,7 +51,8 @@ SMTP_INTEGRATION_TESTS = \
 	tests/integration/test-smtp.py \
 	tests/integration/test-smtp-clients.py \
 	tests/integration/test-smtp-limits.py \
-	tests/integration/test-smtp-policy.py
+	tests/integration/test-smtp-policy.py \
+	tests/integration/test-smtp-abuse.py
 TESTS += $(SMTP_INTEGRATION_TESTS)
 EXTRA_DIST += \
 	$(SMTP_INTEGRATION_TESTS) \

@@ -228,6 +228,8 @@ commit_done (const char *queue_id, const GError *error, gpointer user_data)
         }
     }
   smtp_session_reset_txn (s);
+  if (error == NULL)
+    s->junk = 0;   /* as Postfix does: a client that delivers mail is not idling */
   s->busy = FALSE;
   smtp_session_resume (s);
   smtp_session_unref (s);
@@ -385,6 +387,10 @@ smtp_cmd_bdat (SmtpSession *s, char *args)
   s->chunk_left = size;
   s->chunk_last = last;
   s->chunk_reply = NULL;
+  /* However the chunk ends, the session returns to where it was: a BDAT
+   * before HELO/EHLO (or before the EHLO due after STARTTLS) must never
+   * stand in for it. */
+  s->chunk_return = s->state;
 
   /* Check; a refused chunk is still read, then answered (RFC 3030 §2). */
   if (s->state != SMTP_STATE_HELO)
@@ -416,7 +422,7 @@ bdat_chunk_end (SmtpSession *s)
 {
   SmtpTxn *txn = s->txn;
 
-  smtp_session_enter_state (s, SMTP_STATE_HELO);
+  smtp_session_enter_state (s, (SmtpState) s->chunk_return);
   if (s->chunk_reply != NULL)
     {
       smtp_reply_error (s, s->chunk_reply);

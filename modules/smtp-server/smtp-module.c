@@ -47,6 +47,10 @@ static const PbSetting smtp_settings[] = {
                        "then 421 4.4.2 and close."),
   PB_SETTING_INT (SmtpConfig, max_errors, "max-errors", "10", 1, 1000,
                   "Error replies (4xx and 5xx) a session may receive; then 421 4.7.0 and close."),
+  PB_SETTING_INT (SmtpConfig, junk_command_limit, "junk-command-limit", "100", 1, 1000000,
+                  "NOOP, RSET, HELP, VRFY and EXPN commands a session may send (Postfix's "
+                  "smtpd_junk_command_limit); one more gets 421 4.7.0 and a close. A message "
+                  "accepted for delivery starts the count again."),
   PB_SETTING_STRING_LIST (SmtpConfig, refuse_helo, "refuse-helo", "",
                           "Refuse HELO/EHLO names containing any of these texts (case-insensitive; VPOP3's "
                           "\"Refuse SMTP connections from\"): 550 5.7.1."),
@@ -116,7 +120,7 @@ smtp_free (gpointer data)
 {
   Smtp *smtp = data;
 
-  smtp_timer_stop (smtp);
+  smtp_sources_stop (smtp);
   g_ptr_array_unref (smtp->trusted);
   g_ptr_array_unref (smtp->vrfy_from);
   g_hash_table_unref (smtp->sessions);

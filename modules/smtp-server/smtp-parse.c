@@ -29,15 +29,18 @@ smtp_line_chomp (char *line, gsize *len, SmtpEol *eol)
   return memchr (line, '\0', n) == NULL && memchr (line, '\r', n) == NULL;
 }
 
+#define JUNK SMTP_VERB_JUNK
+
 static const struct {
   const char *verb;
   SmtpCommandKind kind;
+  guint flags;
 } smtp_verbs[] = {
-  { "HELO", SMTP_CMD_HELO }, { "EHLO", SMTP_CMD_EHLO }, { "MAIL", SMTP_CMD_MAIL },
-  { "RCPT", SMTP_CMD_RCPT }, { "DATA", SMTP_CMD_DATA }, { "BDAT", SMTP_CMD_BDAT },
-  { "RSET", SMTP_CMD_RSET }, { "NOOP", SMTP_CMD_NOOP }, { "QUIT", SMTP_CMD_QUIT },
-  { "HELP", SMTP_CMD_HELP }, { "VRFY", SMTP_CMD_VRFY }, { "EXPN", SMTP_CMD_EXPN },
-  { "STARTTLS", SMTP_CMD_STARTTLS }, { "AUTH", SMTP_CMD_AUTH },
+  { "HELO", SMTP_CMD_HELO, 0 }, { "EHLO", SMTP_CMD_EHLO, 0 }, { "MAIL", SMTP_CMD_MAIL, 0 },
+  { "RCPT", SMTP_CMD_RCPT, 0 }, { "DATA", SMTP_CMD_DATA, 0 }, { "BDAT", SMTP_CMD_BDAT, 0 },
+  { "RSET", SMTP_CMD_RSET, JUNK }, { "NOOP", SMTP_CMD_NOOP, JUNK }, { "QUIT", SMTP_CMD_QUIT, 0 },
+  { "HELP", SMTP_CMD_HELP, JUNK }, { "VRFY", SMTP_CMD_VRFY, JUNK }, { "EXPN", SMTP_CMD_EXPN, JUNK },
+  { "STARTTLS", SMTP_CMD_STARTTLS, 0 }, { "AUTH", SMTP_CMD_AUTH, 0 },
 };
 
 void
@@ -46,6 +49,7 @@ smtp_parse_command (char *line, SmtpCommand *cmd)
   char *sp = strchr (line, ' ');
 
   cmd->kind = SMTP_CMD_UNKNOWN;
+  cmd->flags = 0;
   cmd->verb = line;
   if (sp != NULL)
     {
@@ -58,6 +62,7 @@ smtp_parse_command (char *line, SmtpCommand *cmd)
     if (g_ascii_strcasecmp (line, smtp_verbs[i].verb) == 0)
       {
         cmd->kind = smtp_verbs[i].kind;
+        cmd->flags = smtp_verbs[i].flags;
         break;
       }
   /* Trailing blanks are forgiven (many clients send "DATA "); inner ones

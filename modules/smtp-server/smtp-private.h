@@ -28,6 +28,7 @@ typedef struct {
   gint64 command_timeout;
   gint64 data_timeout;
   gint64 max_errors;
+  gint64 junk_command_limit;
   char **refuse_helo;
   gboolean check_helo_syntax;
   char **vrfy_expn_from;
@@ -64,9 +65,17 @@ typedef enum {
   SMTP_CMD_AUTH
 } SmtpCommandKind;
 
+/* What the command table says about a verb. */
+typedef enum {
+  /* Cheap and transaction-free: counts towards junk-command-limit (as
+   * Postfix's smtpd_junk_command_limit counts NOOP, RSET, VRFY, ETRN). */
+  SMTP_VERB_JUNK = 1 << 0
+} SmtpVerbFlags;
+
 /* What a command line said, pointing into the caller's (NUL-terminated) copy. */
 typedef struct {
   SmtpCommandKind kind;
+  guint flags;          /* SmtpVerbFlags */
   const char *verb;     /* as typed, NUL-terminated in place */
   char *args;           /* after the verb and its space, "" when none */
 } SmtpCommand;
@@ -197,8 +206,15 @@ typedef struct {
   SmtpListenerKind kind;
 } SmtpListener;
 
-/* Sessions waiting for the client, ordered by deadline: one list per
- * timeout value, so appending keeps each list sorted. */
+/* Replies queued beyond this stop the reading of commands until the
+ * client has taken them (`drained`): a client that pipelines and never
+ * reads cannot make the queue grow. It must stay above the core's 32 KiB
+ * low-water mark (pb-conn.h), below which `drained` fires. */
+#define SMTP_OUTPUT_HIGH (64 * 1024)
+
+/* Sessions waiting for the client (for input, or to read our replies),
+ * ordered by deadline: one list per timeout value, so appending keeps
+ * each list sorted. */
 typedef struct {
   SmtpSession *head;
   SmtpSession *tail;
@@ -213,6 +229,8 @@ struct _Smtp {
   GHashTable *sessions;      /* PbSession * -> SmtpSession * */
   SmtpWaitList waits[2];     /* command, data */
   GSource *timer;
+  GQueue resumes;            /* SmtpSession * (a reference each) whose client took its replies */
+  GSource *resume;           /* runs them, at idle priority */
   gboolean has_tls;
 };
 
@@ -245,9 +263,11 @@ struct _SmtpSession {
   gint64 chunk_left;         /* BDAT: octets of the current chunk still to read */
   const SmtpReply *chunk_reply; /* BDAT: the chunk is discarded, then this is the reply */
   guint ref;
+  guint junk;                /* junk commands since the start or the last message */
   guint16 errors;
   guint16 messages;
   guint8 state;              /* SmtpState */
+  guint8 chunk_return;       /* BDAT: the state the chunk ends in (SmtpState) */
   guint8 listener;           /* SmtpListenerKind */
   gint8 wait_list;           /* index into Smtp.waits, or -1 */
   guint esmtp : 1;
@@ -258,6 +278,8 @@ struct _SmtpSession {
   guint shutdown : 1;        /* 421 and close once the current command is done */
   guint eol_crlf : 1;        /* the last command line ended in CRLF */
   guint chunk_last : 1;      /* BDAT: the current chunk is the LAST */
+  guint output_wait : 1;     /* reading stopped until the client takes our replies */
+  guint resume_queued : 1;   /* in Smtp.resumes */
 };
 
 /* smtp-session.c */
@@ -271,7 +293,7 @@ SmtpSession *smtp_session_ref (SmtpSession *s);
 void smtp_session_unref (SmtpSession *s);
 gboolean smtp_session_use_tls_or_plaintext_auth (SmtpSession *s);
 void smtp_session_reset_txn (SmtpSession *s);
-void smtp_timer_stop (Smtp *smtp);
+void smtp_sources_stop (Smtp *smtp);
 
 typedef void (*SmtpFilterDone) (SmtpSession *s, const PbVerdict *verdict, PbPolicyRequest *req, gpointer data);
 /* Runs a policy stage, or answers CONTINUE at once when nobody hooks it. */

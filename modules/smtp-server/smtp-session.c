@@ -15,6 +15,14 @@
  * executed strictly in order and their replies leave together when the
  * session next waits for input.
  *
+ * Output is bounded too: once SMTP_OUTPUT_HIGH octets of replies wait for
+ * a client that does not read them (it pipelines cheap commands and never
+ * reads), nothing more is pulled until the core says `drained`, and the
+ * kernel's buffers push back on the client. That wait is timed like a
+ * wait for input (command-timeout, then 421 and close), so a client that
+ * never reads cannot hold its session. NOOP, RSET, HELP, VRFY and EXPN
+ * are also counted (junk-command-limit).
+ *
  * References: the connection holds one until `closed`; every pending
  * asynchronous call holds one, so its completion can find out that the
  * client has gone (`closed`) and only clean up.
@@ -180,10 +188,59 @@ wait_add (SmtpSession *s, int which)
     g_source_set_ready_time (smtp->timer, s->deadline);
 }
 
+/* The module's own loop sources go with it; so do the references the
+ * resume queue holds. */
 void
-smtp_timer_stop (Smtp *smtp)
+smtp_sources_stop (Smtp *smtp)
 {
   pb_source_clear (&smtp->timer);
+  pb_source_clear (&smtp->resume);
+  g_queue_clear_full (&smtp->resumes, (GDestroyNotify) smtp_session_unref);
+}
+
+/* ---- resuming sessions whose client took its replies ------------------- */
+
+static void smtp_pump (SmtpSession *s);
+
+/* Sessions that stopped for output resume from one source at idle
+ * priority, after everything else that is ready: a client that does not
+ * keep up with its replies is served last, and floods of them cannot
+ * starve other sessions (the router, for one, answers at idle priority). */
+static gboolean
+smtp_resume_fire (gpointer data)
+{
+  Smtp *smtp = data;
+  SmtpSession *s;
+
+  g_source_set_ready_time (smtp->resume, -1);
+  while ((s = g_queue_pop_head (&smtp->resumes)) != NULL)
+    {
+      s->resume_queued = FALSE;
+      if (!s->closed && s->output_wait)
+        smtp_pump (s);
+      smtp_session_unref (s);
+    }
+  return G_SOURCE_CONTINUE;
+}
+
+static void
+resume_later (SmtpSession *s)
+{
+  Smtp *smtp = s->smtp;
+
+  if (s->resume_queued)
+    return;
+  s->resume_queued = TRUE;
+  g_queue_push_tail (&smtp->resumes, smtp_session_ref (s));
+  if (smtp->resume == NULL)
+    {
+      smtp->resume = g_source_new (&smtp_timer_funcs, sizeof (GSource));
+      g_source_set_static_name (smtp->resume, "smtp-server resumes");
+      g_source_set_priority (smtp->resume, G_PRIORITY_DEFAULT_IDLE);
+      g_source_set_callback (smtp->resume, smtp_resume_fire, smtp, NULL);
+      pb_source_attach (smtp->resume, NULL);
+    }
+  g_source_set_ready_time (smtp->resume, 0);
 }
 
 /* ---- replies --------------------------------------------------------- */
@@ -250,7 +307,11 @@ static void
 session_timed_out (SmtpSession *s)
 {
   wait_remove (s);
-  pb_session_info (s->session, "timeout in state %s, closing", state_names[s->state]);
+  if (s->output_wait)
+    pb_session_info (s->session, "timeout in state %s: %" G_GSIZE_FORMAT " octets of replies left unread, closing",
+                     state_names[s->state], pb_conn_get_output_pending (s->conn));
+  else
+    pb_session_info (s->session, "timeout in state %s, closing", state_names[s->state]);
   smtp_reply (s, 421, "4.4.2", "%s Timeout exceeded, closing connection", pb_module_get_hostname (s->smtp->module));
 }
 
@@ -559,12 +620,28 @@ no_args (SmtpSession *s, const char *args, const char *verb)
   return FALSE;
 }
 
+/* Postfix's smtpd_junk_command_limit: commands that cost the client
+ * nothing and move no mail. Past the limit the session ends. */
+static gboolean
+too_much_junk (SmtpSession *s)
+{
+  if ((gint64) ++s->junk <= s->smtp->config->junk_command_limit)
+    return FALSE;
+  pb_session_report_event (s->session, PB_EVENT_PROTOCOL_ERROR, "too many junk commands");
+  pb_session_info (s->session, "too many junk commands (%u), closing", s->junk);
+  smtp_reply (s, 421, "4.7.0", "%s Too many junk commands, closing connection",
+              pb_module_get_hostname (s->smtp->module));
+  return TRUE;
+}
+
 static void
 smtp_command (SmtpSession *s, char *line)
 {
   SmtpCommand cmd;
 
   smtp_parse_command (line, &cmd);
+  if ((cmd.flags & SMTP_VERB_JUNK) && too_much_junk (s))
+    return;
   switch (cmd.kind)
     {
     case SMTP_CMD_HELO:
@@ -675,6 +752,7 @@ smtp_pump (SmtpSession *s)
   s->pumping = TRUE;
   smtp_session_ref (s);
   wait_remove (s);
+  s->output_wait = FALSE;
 
   while (!s->closed && !s->busy)
     {
@@ -687,6 +765,15 @@ smtp_pump (SmtpSession *s)
       if (s->shutdown && smtp_shutdown_now_possible (s))
         {
           smtp_reply (s, 421, "4.3.2", "%s Server shutting down", pb_module_get_hostname (s->smtp->module));
+          break;
+        }
+      /* The client does not take its replies: read nothing more until it
+       * has (`drained` resumes), with the command timeout running. RFC 2920
+       * §3.1 leaves it to the client to avoid this deadlock. */
+      if (pb_conn_get_output_pending (s->conn) >= SMTP_OUTPUT_HIGH)
+        {
+          s->output_wait = TRUE;
+          wait_add (s, WAIT_COMMAND);
           break;
         }
       if (s->state == SMTP_STATE_BODY || s->state == SMTP_STATE_BDAT)
@@ -748,6 +835,16 @@ smtp_readable (PbConn *conn, gpointer user_data)
   smtp_pump (user_data);
 }
 
+/* The client took enough of the replies queued above SMTP_OUTPUT_HIGH. */
+static void
+smtp_drained (PbConn *conn, gpointer user_data)
+{
+  SmtpSession *s = user_data;
+
+  if (s->output_wait)
+    resume_later (s);
+}
+
 static void
 smtp_closed (PbConn *conn, const GError *error, gpointer user_data)
 {
@@ -770,7 +867,7 @@ smtp_closed (PbConn *conn, const GError *error, gpointer user_data)
 void
 smtp_session_accept (PbSession *session, PbConn *conn, gpointer user_data)
 {
-  static const PbConnHandlers handlers = { sizeof (PbConnHandlers), smtp_readable, NULL, smtp_closed };
+  static const PbConnHandlers handlers = { sizeof (PbConnHandlers), smtp_readable, smtp_drained, smtp_closed };
   SmtpListener *listener = user_data;
   Smtp *smtp = listener->smtp;
   SmtpSession *s = g_new0 (SmtpSession, 1);

@@ -194,7 +194,7 @@ ev_finish (SpfEval *ev)
   ev->finished = TRUE;
   ev_stop_lookup (ev);
   g_clear_handle_id (&ev->overall_timer, g_source_remove);
-  pb_idle_add (ev_deliver, ev);
+  pb_idle_add_full (G_PRIORITY_DEFAULT, ev_deliver, ev, NULL);
 }
 
 /* temperror and permerror end the whole evaluation, whatever the depth (§4.4, §5.2). */
