@@ -140,6 +140,7 @@ struct _PbConn {
 
   guint idle_ms;
   gint64 idle_deadline;        /* meaningful while conn_idle_counts() */
+  gint64 stall_deadline;       /* 0, or when output the client takes none of counts as idle */
   gint64 total_deadline;       /* 0: none */
   gint64 close_deadline;
 
@@ -238,6 +239,7 @@ conn_drop_output (PbConn *conn)
   conn->plain_left = 0;
   conn->tls_retry_len = 0;
   conn->out_blocked = FALSE;
+  conn->stall_deadline = 0;
 }
 
 static void
@@ -362,6 +364,8 @@ conn_queue (PbConn *conn, const guint8 *data, gsize len)
 static void
 conn_advance_output (PbConn *conn, gsize n)
 {
+  if (n > 0)
+    conn->stall_deadline = 0;   /* the client takes its output: re-armed from now */
   conn->out_pending -= n;
   if (conn->tls_state == TLS_FLUSH_PLAIN)
     conn->plain_left -= MIN (n, conn->plain_left);
@@ -463,6 +467,13 @@ conn_flush (PbConn *conn)
             }
         }
     }
+  /* A client that takes none of its output for the idle timeout is as idle
+   * as one that sends nothing: a module that stops reading input while its
+   * replies wait (back-pressure) must not wait for it for ever. */
+  if (conn->out_pending == 0)
+    conn->stall_deadline = 0;
+  else if (conn->stall_deadline == 0 && conn->idle_ms > 0)
+    conn->stall_deadline = conn_now (conn) + (gint64) conn->idle_ms * 1000;
   if (conn->out_high && conn->out_pending < OUT_LOW_WATER && conn->close_phase == CLOSE_NONE)
     {
       conn->out_high = FALSE;
@@ -755,6 +766,12 @@ conn_check_deadlines (PbConn *conn)
       conn_fail (conn, PB_CONN_ERROR_IDLE_TIMEOUT, "no input for %u ms", conn->idle_ms);
       return TRUE;
     }
+  if (conn->stall_deadline != 0 && now >= conn->stall_deadline)
+    {
+      conn_fail (conn, PB_CONN_ERROR_IDLE_TIMEOUT, "the client took none of %" G_GSIZE_FORMAT " octets of output for %u ms",
+                 conn->out_pending, conn->idle_ms);
+      return TRUE;
+    }
   return FALSE;
 }
 
@@ -1008,6 +1025,8 @@ conn_wakeup_time (PbConn *conn)
     t = conn->total_deadline;
   if (conn_idle_counts (conn) && (t < 0 || conn->idle_deadline < t))
     t = conn->idle_deadline;
+  if (conn->stall_deadline != 0 && (t < 0 || conn->stall_deadline < t))
+    t = conn->stall_deadline;
   return t;
 }
 

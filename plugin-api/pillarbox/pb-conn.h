@@ -428,7 +428,10 @@ PB_API const char *pb_conn_get_peer_ip (PbConn *conn);
  *
  * Only counts while the module waits for input (pulling returned
  * %PB_CONN_AGAIN): time the module spends on a policy check or a commit
- * is not the client's idleness.
+ * is not the client's idleness. Since ABI 1.2 it also counts while output
+ * waits that the client takes none of, from the last octet it took: a
+ * module that stops reading while its replies pile up (back-pressure) does
+ * not wait for such a client for ever.
  *
  * Since: ABI 1.0
  */

@@ -5,6 +5,7 @@ downloading mail."""
 
 import base64
 import hashlib
+import json
 import os
 import poplib
 import shutil
@@ -17,7 +18,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from pbtest import (FIXTURES, PILLARBOXD, TIMEOUT, TOP_BUILDDIR, Daemon, Failure, LineClient,  # noqa: E402
-                    check, fixture_modules, free_port, run_tests, run_user)
+                    check, fixture_modules, free_port, run_tests, run_user, wait_for)
 
 MODULES = os.path.join(TOP_BUILDDIR, "modules")
 PASSWORD = "secret"
@@ -750,6 +751,25 @@ def test_idle_timeout_and_shutdown():
         e.close(ok)
 
 
+def test_client_that_never_reads_is_closed():
+    # A client that pipelines RETRs and never reads: pop3-server stops reading its input
+    # above its output mark, and the core's idle timeout counts while the client takes
+    # none of its output, so the session ends instead of waiting for ever (issue 15).
+    e = Pop3Env(pop3_extra="idle-timeout = 1s\n")
+    ok = False
+    try:
+        e.add_user("olga")
+        e.deliver("olga", message("big", ["start"], size=2 * 1024 * 1024))
+        t = raw_tls_login(e, "olga")
+        t.send("RETR 1\r\n" * 20)
+        e.d.wait_log("the client took none of", timeout=TIMEOUT)
+        wait_for("the session to end", lambda: json.loads(e.d.cli("--json", "status").stdout)["sessions"] == 0)
+        t.close()
+        ok = True
+    finally:
+        e.close(ok)
+
+
 def test_check_config():
     d = Daemon()
     try:
@@ -795,6 +815,7 @@ OWN = [
     test_plaintext_allowed_when_configured,
     test_auth_stage_can_refuse,
     test_idle_timeout_and_shutdown,
+    test_client_that_never_reads_is_closed,
     test_check_config,
 ]
 
