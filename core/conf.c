@@ -163,6 +163,7 @@ conf_unescape (const char *s, gsize len)
             case 't': g_string_append_c (out, '\t'); break;
             case 'r': g_string_append_c (out, '\r'); break;
             case '\\': g_string_append_c (out, '\\'); break;
+            case '#': g_string_append_c (out, '#'); break;
             default:
               g_string_append_c (out, '\\');
               g_string_append_c (out, c);
@@ -173,6 +174,26 @@ conf_unescape (const char *s, gsize len)
         g_string_append_c (out, s[i]);
     }
   return g_string_free (out, FALSE);
+}
+
+/* Cuts VALUE (blanks already stripped at both ends) at a comment: a '#'
+ * at its start or after a blank, not escaped as \#. The comment and the
+ * blanks before it go. Without this, `hostname = mail.example.org   # public
+ * name` would make the comment part of the name, silently. */
+static void
+conf_cut_comment (char *value)
+{
+  for (char *v = value; *v != '\0'; v++)
+    {
+      if (*v == '\\' && v[1] != '\0')
+        v++;
+      else if (*v == '#' && (v == value || v[-1] == ' ' || v[-1] == '\t'))
+        {
+          *v = '\0';
+          g_strchomp (value);
+          return;
+        }
+    }
 }
 
 static gboolean
@@ -317,6 +338,7 @@ pb_conf_source_parse (PbConfSource *source, const char *file, const char *data, 
             continue;
           }
         value = g_strstrip (eq + 1);
+        conf_cut_comment (value);
         entry = g_new0 (PbConfEntry, 1);
         entry->key = g_steal_pointer (&key);
         entry->value = conf_unescape (value, strlen (value));

@@ -66,7 +66,11 @@ test_parse_values_and_lines (void **state)
   const char *text = "[module smtp-server]\n"
                      "greeting = hello\\sworld\\n  \n"
                      "# a comment\n"
-                     "empty =\n";
+                     "empty =\n"
+                     "hostname = mail.example.org   # the public name\n"
+                     "fragment = https://example.org/a#b\n"
+                     "hash = a\\s\\# b \\#c\t# two comments # in one\n"
+                     "none = # nothing but a comment\n";
   PbConfSource *src = pb_conf_source_new ("/c");
   PbDiag *diag = pb_diag_new ();
   PbConfGroup *g;
@@ -87,6 +91,15 @@ test_parse_values_and_lines (void **state)
   e = pb_conf_group_find (g, "empty");
   assert_string_equal (e->value, "");
   assert_int_equal (e->line, 4);
+  /* A '#' after a blank starts a comment; one inside a word, or written \#, does not. */
+  e = pb_conf_group_find (g, "hostname");
+  assert_string_equal (e->value, "mail.example.org");
+  e = pb_conf_group_find (g, "fragment");
+  assert_string_equal (e->value, "https://example.org/a#b");
+  e = pb_conf_group_find (g, "hash");
+  assert_string_equal (e->value, "a # b #c");
+  e = pb_conf_group_find (g, "none");
+  assert_string_equal (e->value, "");
   pb_diag_free (diag);
   pb_conf_source_free (src);
 }
