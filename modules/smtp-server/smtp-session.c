@@ -205,7 +205,7 @@ static void smtp_pump (SmtpSession *s);
 /* Sessions that stopped for output resume from one source at idle
  * priority, after everything else that is ready: a client that does not
  * keep up with its replies is served last, and floods of them cannot
- * starve other sessions (the router, for one, answers at idle priority). */
+ * starve other sessions. */
 static gboolean
 smtp_resume_fire (gpointer data)
 {
