@@ -5,8 +5,6 @@ per-recipient results, retries with the remote reply kept for `queue show`, and 
 import base64
 import json
 import os
-import smtplib
-import ssl
 import subprocess
 import sys
 import time
@@ -18,19 +16,11 @@ _spec = importlib.util.spec_from_file_location(
     "smtp_common", os.path.join(os.path.dirname(os.path.abspath(__file__)), "test-smtp-common.py"))
 common = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(common)
-from pbtest import TIMEOUT, ScriptedPeer, check, run_tests, wait_for  # noqa: E402
+from pbtest import ScriptedPeer, check, run_tests, wait_for  # noqa: E402
 
 
 
-def submit(d, rcpts, subject="hello"):
-    ctx = ssl.create_default_context()
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    with smtplib.SMTP("127.0.0.1", d.ports["submission"], timeout=TIMEOUT) as s:
-        s.starttls(context=ctx)
-        s.login("bob@%s" % common.DOMAIN, common.PASSWORD)
-        refused = s.sendmail("bob@%s" % common.DOMAIN, rcpts, "Subject: %s\r\n\r\nbody of %s\r\n" % (subject, subject))
-        check(refused == {}, refused)
+submit = common.submit
 
 
 def queue(d):

@@ -5,6 +5,7 @@ from the build tree, a domain and users, and a raw SMTP client."""
 import base64
 import contextlib
 import os
+import smtplib
 import socket
 import sqlite3
 import ssl
@@ -160,6 +161,18 @@ def insecure_context():
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
     return ctx
+
+
+def submit(d, rcpts, subject="hello", content=None):
+    """Sends one message as bob over submission (STARTTLS, AUTH) and checks every recipient
+    was taken. CONTENT defaults to a Subject header and a body naming SUBJECT."""
+    if content is None:
+        content = "Subject: %s\r\n\r\nbody of %s\r\n" % (subject, subject)
+    with smtplib.SMTP("127.0.0.1", d.ports["submission"], timeout=TIMEOUT) as s:
+        s.starttls(context=insecure_context())
+        s.login("bob@%s" % DOMAIN, PASSWORD)
+        refused = s.sendmail("bob@%s" % DOMAIN, rcpts, content)
+        check(refused == {}, refused)
 
 
 def plain_b64(user, password):
